@@ -1,0 +1,421 @@
+//! Command line: node_exporter's flags, so an existing unit file keeps working, plus
+//! `--config FILE` and the subcommands.
+//!
+//! node_exporter has a `--collector.NAME` / `--no-collector.NAME` flag per collector
+//! and dozens of collector options. Before clap sees the arguments, [`split_args`]
+//! takes out the enable/disable flags and every node_exporter option we do not
+//! implement (kept, with a warning), so clap only parses what we know.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+/// nodewatch-agent: a small, fast drop-in for node_exporter on Raspberry Pi builder nodes.
+#[derive(Debug, Parser)]
+#[command(name = "nodewatch-agent", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// TOML configuration file; flags override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (`:9100`, `127.0.0.1:0`, `[::1]:9100`).
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+    /// Path under which metrics are exposed.
+    #[arg(long = "web.telemetry-path", value_name = "PATH")]
+    pub telemetry_path: Option<String>,
+    /// Most concurrent requests (0 = no limit).
+    #[arg(long = "web.max-requests", value_name = "N")]
+    pub max_requests: Option<usize>,
+    /// TLS / basic auth configuration (exporter-toolkit format). Not supported yet:
+    /// the agent refuses to start rather than serve without the protection asked for.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// procfs mount point.
+    #[arg(long = "path.procfs", value_name = "DIR")]
+    pub procfs: Option<PathBuf>,
+    /// sysfs mount point.
+    #[arg(long = "path.sysfs", value_name = "DIR")]
+    pub sysfs: Option<PathBuf>,
+    /// Root filesystem mount point.
+    #[arg(long = "path.rootfs", value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// Directory of `*.prom` files for the textfile collector.
+    #[arg(long = "collector.textfile.directory", value_name = "DIR")]
+    pub textfile_directory: Option<PathBuf>,
+    /// Mount points to leave out (regular expression).
+    #[arg(
+        long = "collector.filesystem.mount-points-exclude",
+        alias = "collector.filesystem.ignored-mount-points",
+        value_name = "REGEX"
+    )]
+    pub mount_points_exclude: Option<String>,
+    /// Filesystem types to leave out (regular expression).
+    #[arg(
+        long = "collector.filesystem.fs-types-exclude",
+        alias = "collector.filesystem.ignored-fs-types",
+        value_name = "REGEX"
+    )]
+    pub fs_types_exclude: Option<String>,
+    /// Only these network devices (regular expression).
+    #[arg(
+        long = "collector.netdev.device-include",
+        alias = "collector.netdev.device-whitelist",
+        value_name = "REGEX"
+    )]
+    pub netdev_device_include: Option<String>,
+    /// Network devices to leave out (regular expression).
+    #[arg(
+        long = "collector.netdev.device-exclude",
+        alias = "collector.netdev.device-blacklist",
+        value_name = "REGEX"
+    )]
+    pub netdev_device_exclude: Option<String>,
+    /// Block devices to leave out (regular expression).
+    #[arg(
+        long = "collector.diskstats.device-exclude",
+        alias = "collector.diskstats.ignored-devices",
+        value_name = "REGEX"
+    )]
+    pub diskstats_device_exclude: Option<String>,
+    /// Network devices the netclass collector leaves out (regular expression).
+    #[arg(long = "collector.netclass.ignored-devices", value_name = "REGEX")]
+    pub netclass_ignored_devices: Option<String>,
+    /// Turn off every collector not enabled explicitly.
+    #[arg(long = "collector.disable-defaults")]
+    pub disable_defaults: bool,
+    /// Log level: debug, info, warn, error.
+    #[arg(long = "log.level", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format (node_exporter's `logfmt` or `json`); accepted, logs are always logfmt-like text.
+    #[arg(long = "log.format", value_name = "FORMAT", hide = true)]
+    pub log_format: Option<String>,
+    /// Subcommand; without one the agent runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `--collector.NAME` (true) and `--no-collector.NAME` (false), in order.
+    #[arg(skip)]
+    pub collector_toggles: Vec<(String, bool)>,
+    /// node_exporter flags we accept and ignore, for the warning.
+    #[arg(skip)]
+    pub ignored_flags: Vec<String>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the configuration (file and flags) and exit: 0 when valid, else 1 with
+    /// the file, line and column of the problem.
+    CheckConfig,
+}
+
+/// node_exporter collector options that take no value (booleans), so the argument
+/// after them is not swallowed.
+const BOOLEAN_OPTIONS: &[&str] = &[
+    "collector.cpu.guest",
+    "collector.cpu.info",
+    "collector.netdev.address-info",
+    "collector.netdev.netlink",
+    "collector.netclass.ignore-invalid-speed",
+    "collector.netclass.netlink",
+    "collector.ntp.server-is-local",
+    "collector.perf.disable-hardware-profilers",
+    "collector.perf.disable-software-profilers",
+    "collector.perf.disable-cache-profilers",
+    "collector.stat.softirq",
+    "collector.systemd.enable-task-metrics",
+    "collector.systemd.enable-restarts-metrics",
+    "collector.systemd.enable-start-time-metrics",
+    "collector.wifi.fixtures",
+    "collector.filesystem.mount-timeout",
+    "web.disable-exporter-metrics",
+    "web.systemd-socket",
+];
+
+/// Flags clap parses (options with a value), to recognise them among `--collector.*`.
+const KNOWN_OPTIONS: &[&str] = &[
+    "collector.textfile.directory",
+    "collector.filesystem.mount-points-exclude",
+    "collector.filesystem.ignored-mount-points",
+    "collector.filesystem.fs-types-exclude",
+    "collector.filesystem.ignored-fs-types",
+    "collector.netdev.device-include",
+    "collector.netdev.device-whitelist",
+    "collector.netdev.device-exclude",
+    "collector.netdev.device-blacklist",
+    "collector.diskstats.device-exclude",
+    "collector.diskstats.ignored-devices",
+    "collector.netclass.ignored-devices",
+    "collector.disable-defaults",
+];
+
+/// The result of [`split_args`].
+#[derive(Debug, Default, PartialEq)]
+pub struct SplitArgs {
+    /// What clap should parse.
+    pub for_clap: Vec<String>,
+    /// `--collector.NAME` / `--no-collector.NAME`, in order.
+    pub toggles: Vec<(String, bool)>,
+    /// Accepted node_exporter flags that the agent ignores.
+    pub ignored: Vec<String>,
+}
+
+/// Separates collector toggles and unimplemented node_exporter flags from the rest.
+pub fn split_args(args: impl IntoIterator<Item = String>) -> SplitArgs {
+    let mut split = SplitArgs::default();
+    let mut args = args.into_iter().peekable();
+    if let Some(program) = args.next() {
+        split.for_clap.push(program);
+    }
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            split.for_clap.push(arg);
+            split.for_clap.extend(args.by_ref());
+            break;
+        }
+        let (flag, inline_value) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let (negated, name) = if let Some(rest) = flag.strip_prefix("--no-") {
+            (true, rest.to_string())
+        } else if let Some(rest) = flag.strip_prefix("--") {
+            (false, rest.to_string())
+        } else {
+            split.for_clap.push(arg);
+            continue;
+        };
+        if KNOWN_OPTIONS.contains(&name.as_str()) && !negated {
+            split.for_clap.push(arg);
+            continue;
+        }
+        let collector = name
+            .strip_prefix("collector.")
+            .filter(|rest| !rest.contains('.'));
+        if let Some(collector) = collector {
+            // `--collector.cpu`, `--no-collector.cpu`, `--collector.cpu=false`.
+            let value = match inline_value.as_deref() {
+                None => true,
+                Some(v) => !matches!(v, "false" | "0"),
+            };
+            split
+                .toggles
+                .push((collector.to_string(), value != negated));
+            continue;
+        }
+        let unimplemented = name.starts_with("collector.")
+            || BOOLEAN_OPTIONS.contains(&name.as_str())
+            || matches!(
+                name.as_str(),
+                "path.udev.data" | "runtime.gomaxprocs" | "web.systemd-socket"
+            );
+        if unimplemented {
+            let mut shown = arg.clone();
+            let takes_value =
+                inline_value.is_none() && !negated && !BOOLEAN_OPTIONS.contains(&name.as_str());
+            if takes_value && args.peek().is_some_and(|next| !next.starts_with("--")) {
+                if let Some(value) = args.next() {
+                    shown = format!("{arg} {value}");
+                }
+            }
+            split.ignored.push(shown);
+            continue;
+        }
+        split.for_clap.push(arg);
+    }
+    split
+}
+
+impl Cli {
+    /// Parses the process arguments (exits with usage on error, as clap does).
+    pub fn from_env() -> Self {
+        Self::from_args(std::env::args())
+    }
+
+    /// Parses arguments, program name first.
+    pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
+        let split = split_args(args);
+        let mut cli = Cli::parse_from(split.for_clap);
+        cli.collector_toggles = split.toggles;
+        cli.ignored_flags = split.ignored;
+        cli
+    }
+
+    /// Like [`Cli::from_args`], returning clap's error instead of exiting.
+    pub fn try_from_args(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
+        let split = split_args(args);
+        let mut cli = Cli::try_parse_from(split.for_clap)?;
+        cli.collector_toggles = split.toggles;
+        cli.ignored_flags = split.ignored;
+        Ok(cli)
+    }
+
+    /// Applies the flags on top of a configuration. Returns warnings for the log
+    /// (unknown collectors named in toggles, ignored flags).
+    pub fn apply(&self, config: &mut Config) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let web = &mut config.web;
+        if let Some(v) = &self.listen_address {
+            web.listen_address = v.clone();
+        }
+        if let Some(v) = &self.telemetry_path {
+            web.telemetry_path = v.clone();
+        }
+        if let Some(v) = self.max_requests {
+            web.max_requests = v;
+        }
+        if let Some(v) = &self.procfs {
+            config.paths.procfs = v.clone();
+        }
+        if let Some(v) = &self.sysfs {
+            config.paths.sysfs = v.clone();
+        }
+        if let Some(v) = &self.rootfs {
+            config.paths.rootfs = v.clone();
+        }
+        let c = &mut config.collectors;
+        if let Some(v) = &self.textfile_directory {
+            c.textfile.directory = v.clone();
+            c.textfile.directory_explicit = true;
+        }
+        if let Some(v) = &self.mount_points_exclude {
+            c.filesystem.mount_points_exclude = v.clone();
+        }
+        if let Some(v) = &self.fs_types_exclude {
+            c.filesystem.fs_types_exclude = v.clone();
+        }
+        if let Some(v) = &self.netdev_device_include {
+            c.netdev.device_include = Some(v.clone());
+        }
+        if let Some(v) = &self.netdev_device_exclude {
+            c.netdev.device_exclude = Some(v.clone());
+        }
+        if let Some(v) = &self.diskstats_device_exclude {
+            c.diskstats.device_exclude = v.clone();
+        }
+        if let Some(v) = &self.netclass_ignored_devices {
+            c.netclass.ignored_devices = v.clone();
+        }
+        if self.disable_defaults {
+            c.disable_defaults = true;
+        }
+        for (name, on) in &self.collector_toggles {
+            if crate::collectors::spec(name).is_none_or(|s| s.internal) {
+                warnings.push(format!(
+                    "Ignoring --{}collector.{name}: nodewatch has no {name} collector.",
+                    if *on { "" } else { "no-" }
+                ));
+                continue;
+            }
+            c.enable.retain(|n| n != name);
+            c.disable.retain(|n| n != name);
+            if *on {
+                c.enable.push(name.clone())
+            } else {
+                c.disable.push(name.clone())
+            }
+        }
+        if let Some(level) = &self.log_level {
+            config.log.level = level.clone();
+        }
+        for flag in &self.ignored_flags {
+            warnings.push(format!(
+                "Ignoring node_exporter flag {flag}: nodewatch does not implement it."
+            ));
+        }
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        std::iter::once("nodewatch-agent")
+            .chain(list.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn node_exporter_unit_file_flags_parse() {
+        let cli = Cli::try_from_args(args(&[
+            "--web.listen-address=:9100",
+            "--collector.textfile.directory",
+            "/var/lib/prometheus/node-exporter",
+            "--no-collector.wifi",
+            "--collector.systemd",
+            "--collector.systemd.unit-include",
+            "(docker|ssh).service",
+            "--collector.filesystem.mount-points-exclude=^/(sys|proc)($|/)",
+            "--collector.cpu.info",
+            "--no-collector.arp",
+            "--path.procfs=/host/proc",
+            "--collector.diskstats.ignored-devices=^loop",
+            "--log.level=warn",
+        ]))
+        .expect("parse");
+        assert_eq!(cli.listen_address.as_deref(), Some(":9100"));
+        assert_eq!(
+            cli.textfile_directory.as_deref(),
+            Some(std::path::Path::new("/var/lib/prometheus/node-exporter"))
+        );
+        assert_eq!(
+            cli.collector_toggles,
+            vec![
+                ("wifi".into(), false),
+                ("systemd".into(), true),
+                ("arp".into(), false)
+            ]
+        );
+        assert_eq!(
+            cli.ignored_flags,
+            vec![
+                "--collector.systemd.unit-include (docker|ssh).service",
+                "--collector.cpu.info"
+            ]
+        );
+        let mut config = Config::default();
+        let warnings = cli.apply(&mut config);
+        assert_eq!(config.collectors.disable, vec!["arp"]);
+        assert_eq!(config.paths.procfs, std::path::Path::new("/host/proc"));
+        assert_eq!(config.collectors.diskstats.device_exclude, "^loop");
+        assert_eq!(
+            config.collectors.filesystem.mount_points_exclude,
+            "^/(sys|proc)($|/)"
+        );
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[0].contains("wifi"));
+    }
+
+    #[test]
+    fn later_toggle_wins_and_flags_override_file() {
+        let cli = Cli::try_from_args(args(&[
+            "--no-collector.cpu",
+            "--collector.cpu=true",
+            "--web.max-requests",
+            "3",
+        ]))
+        .expect("parse");
+        let mut config = Config::default();
+        config.collectors.disable = vec!["cpu".into()];
+        cli.apply(&mut config);
+        assert_eq!(config.collectors.enable, vec!["cpu"]);
+        assert!(config.collectors.disable.is_empty());
+        assert_eq!(config.web.max_requests, 3);
+    }
+
+    #[test]
+    fn unknown_plain_flag_is_an_error() {
+        assert!(Cli::try_from_args(args(&["--web.listen-adress=:1"])).is_err());
+    }
+
+    #[test]
+    fn subcommand_with_global_config() {
+        let cli = Cli::try_from_args(args(&["check-config", "--config", "a.toml"])).expect("parse");
+        assert!(matches!(cli.command, Some(Command::CheckConfig)));
+        assert_eq!(cli.config.as_deref(), Some(std::path::Path::new("a.toml")));
+    }
+}

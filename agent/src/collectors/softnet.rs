@@ -1,0 +1,25 @@
+//! `softnet`: not implemented yet (work in progress).
+
+use super::{CollectError, Collector};
+use crate::metrics::MetricSink;
+use crate::paths::Roots;
+
+/// Work in progress.
+#[derive(Debug)]
+pub struct SoftnetCollector {
+    #[allow(dead_code)]
+    roots: Roots,
+}
+
+impl SoftnetCollector {
+    /// A collector reading under `roots`.
+    pub fn new(roots: Roots) -> Self {
+        Self { roots }
+    }
+}
+
+impl Collector for SoftnetCollector {
+    fn collect(&self, _out: &mut MetricSink) -> Result<(), CollectError> {
+        Err(CollectError::NoData("not implemented yet".into()))
+    }
+}

@@ -1,0 +1,84 @@
+//! The `nodewatch-agent` binary: parse flags, load config, run.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use nodewatch_agent::cli::{Cli, Command};
+use nodewatch_agent::config::Config;
+use nodewatch_agent::daemon;
+
+fn main() -> ExitCode {
+    let cli = Cli::from_env();
+    let mut config = match &cli.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(&e.to_string()),
+        },
+        None => Config::default(),
+    };
+    let warnings = cli.apply(&mut config);
+    let origin = cli.config.clone().unwrap_or_else(|| "<flags>".into());
+    if let Err(e) = config.validate(Path::new(&origin)) {
+        return fail(&e.to_string());
+    }
+    if cli.web_config_file.is_some() {
+        return fail(
+            "--web.config.file (TLS and basic auth) is not supported yet; refusing to serve without the protection it asks for",
+        );
+    }
+    init_logging(&config.log.level);
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("{}: configuration is valid", origin.display());
+            ExitCode::SUCCESS
+        }
+        None => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    // One thread serves HTTP and schedules; collections run on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .thread_keep_alive(std::time::Duration::from_secs(60))
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async {
+        let listener = daemon::bind(&config).await?;
+        daemon::run(config, listener, daemon::shutdown_signal()).await
+    });
+    // Collectors stuck in a system call must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("{e:#}")),
+    }
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("nodewatch-agent: error: {message}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,281 @@
+//! The latest results of every collector, and the `/metrics` body built from them.
+//!
+//! Each collector's slot holds its pre-rendered text (empty while it fails, so its
+//! samples leave `/metrics` as in node_exporter) and its last good families (kept
+//! while it fails, marked stale, for the display and local alerts). A scrape takes
+//! the cached body for the current generation, or assembles it once by copying the
+//! slots' text: it never waits on a collector.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use nodewatch_http::{ComponentHealth, DetailedHealth, Exposition, HealthStatus, MetricsSource};
+use prometheus::proto::MetricFamily;
+
+use crate::collectors::CollectorSpec;
+use crate::metrics::MetricSink;
+
+/// State of one collector.
+#[derive(Debug, Clone, Default)]
+pub struct SlotState {
+    /// Whether the last run succeeded.
+    pub ok: bool,
+    /// Whether the last failure was "no data" (source absent on this machine).
+    pub no_data: bool,
+    /// Its current contribution to `/metrics`.
+    pub rendered: Bytes,
+    /// The last good families; stale when `ok` is false.
+    pub families: Arc<Vec<MetricFamily>>,
+    /// When the last success happened.
+    pub last_success: Option<SystemTime>,
+    /// The last error message (kept after recovery).
+    pub last_error: Option<String>,
+    /// Duration of the last run, or of the wait that timed out.
+    pub duration: Option<Duration>,
+    /// Runs started.
+    pub runs: u64,
+}
+
+/// One collector's place in the snapshot.
+#[derive(Debug)]
+pub struct Slot {
+    /// The collector.
+    pub spec: &'static CollectorSpec,
+    /// Its interval, for health.
+    pub interval: Duration,
+    state: RwLock<SlotState>,
+}
+
+impl Slot {
+    /// A copy of the current state.
+    pub fn state(&self) -> SlotState {
+        read(&self.state).clone()
+    }
+}
+
+/// Everything `/metrics` and the health endpoints serve.
+#[derive(Debug)]
+pub struct Snapshot {
+    slots: Vec<Slot>,
+    started: Instant,
+    generation: AtomicU64,
+    cache: Mutex<Option<(u64, Arc<Exposition>)>>,
+    /// Families that never change (build info), rendered once.
+    constant: Bytes,
+    /// Names written by built-in collectors: external (textfile) families with the
+    /// same name are dropped.
+    builtin_names: RwLock<HashSet<String>>,
+    version: String,
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Snapshot {
+    /// An empty snapshot for these collectors and intervals.
+    pub fn new(collectors: Vec<(&'static CollectorSpec, Duration)>) -> Self {
+        let mut sink = MetricSink::new();
+        sink.gauge(
+            "nodewatch_build_info",
+            "A metric with a constant '1' value labeled by version and target from which nodewatch was built.",
+            &[("version", env!("CARGO_PKG_VERSION")), ("target", crate::BUILD_TARGET)],
+            1.0,
+        );
+        let mut constant = Vec::new();
+        // Encoding into a Vec cannot fail.
+        let _ = nodewatch_http::encode_families(&sink.into_families(), &mut constant);
+        Self {
+            slots: collectors
+                .into_iter()
+                .map(|(spec, interval)| Slot {
+                    spec,
+                    interval,
+                    state: RwLock::new(SlotState::default()),
+                })
+                .collect(),
+            started: Instant::now(),
+            generation: AtomicU64::new(1),
+            cache: Mutex::new(None),
+            constant: constant.into(),
+            builtin_names: RwLock::new(HashSet::new()),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    /// The slots, in `/metrics` order.
+    pub fn slots(&self) -> &[Slot] {
+        &self.slots
+    }
+
+    /// The slot of a collector.
+    pub fn slot(&self, name: &str) -> Option<&Slot> {
+        self.slots.iter().find(|s| s.spec.name == name)
+    }
+
+    /// Marks the start of a run.
+    pub fn begin_run(&self, index: usize) {
+        write(&self.slots[index].state).runs += 1;
+    }
+
+    /// Stores a successful run. Families of external collectors whose name a built-in
+    /// collector uses are dropped; the dropped names are returned for logging.
+    pub fn store_success(
+        &self,
+        index: usize,
+        mut families: Vec<MetricFamily>,
+        duration: Duration,
+    ) -> Vec<String> {
+        let slot = &self.slots[index];
+        let mut dropped = Vec::new();
+        if slot.spec.external {
+            let builtin = read(&self.builtin_names);
+            families.retain(|f| {
+                let keep = !builtin.contains(f.name());
+                if !keep {
+                    dropped.push(f.name().to_string());
+                }
+                keep
+            });
+        } else {
+            let mut builtin = write(&self.builtin_names);
+            for f in &families {
+                if !builtin.contains(f.name()) {
+                    builtin.insert(f.name().to_string());
+                }
+            }
+        }
+        let mut rendered = Vec::new();
+        let _ = nodewatch_http::encode_families(&families, &mut rendered);
+        {
+            let mut state = write(&slot.state);
+            state.ok = true;
+            state.no_data = false;
+            state.rendered = rendered.into();
+            state.families = Arc::new(families);
+            state.last_success = Some(SystemTime::now());
+            state.duration = Some(duration);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        dropped
+    }
+
+    /// Stores a failed run: its samples leave `/metrics`, its last values stay.
+    pub fn store_failure(&self, index: usize, error: String, no_data: bool, duration: Duration) {
+        {
+            let mut state = write(&self.slots[index].state);
+            state.ok = false;
+            state.no_data = no_data;
+            state.rendered = Bytes::new();
+            state.last_error = Some(error);
+            state.duration = Some(duration);
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Seconds since the snapshot was made (the agent's uptime).
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn assemble(&self) -> Exposition {
+        let mut body = Vec::with_capacity(64 * 1024);
+        let mut meta = MetricSink::new();
+        for slot in &self.slots {
+            let state = read(&slot.state);
+            body.extend_from_slice(&state.rendered);
+            if slot.spec.internal || state.runs == 0 && state.duration.is_none() {
+                continue;
+            }
+            let labels = [("collector", slot.spec.name)];
+            meta.gauge(
+                "node_scrape_collector_duration_seconds",
+                "node_exporter: Duration of a collector scrape.",
+                &labels,
+                state.duration.map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            );
+            meta.gauge(
+                "node_scrape_collector_success",
+                "node_exporter: Whether a collector succeeded.",
+                &labels,
+                if state.ok { 1.0 } else { 0.0 },
+            );
+        }
+        let _ = nodewatch_http::encode_families(&meta.into_families(), &mut body);
+        body.extend_from_slice(&self.constant);
+        Exposition::new(body)
+    }
+}
+
+fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl MetricsSource for Snapshot {
+    fn exposition(&self) -> Arc<Exposition> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, exposition)) = cache.as_ref() {
+            if *g == generation {
+                return exposition.clone();
+            }
+        }
+        let exposition = Arc::new(self.assemble());
+        *cache = Some((generation, exposition.clone()));
+        exposition
+    }
+
+    fn health(&self) -> DetailedHealth {
+        let now = SystemTime::now();
+        let uptime = self.uptime();
+        let mut collectors = std::collections::BTreeMap::new();
+        let mut any_recent_success = false;
+        let mut longest_interval = Duration::ZERO;
+        let mut any_failing = false;
+        for slot in &self.slots {
+            let state = read(&slot.state);
+            longest_interval = longest_interval.max(slot.interval);
+            if let Some(t) = state.last_success {
+                if now.duration_since(t).unwrap_or_default() <= slot.interval * 3 {
+                    any_recent_success = true;
+                }
+            }
+            if state.runs > 0 && !state.ok && !state.no_data {
+                any_failing = true;
+            }
+            collectors.insert(
+                slot.spec.name.to_string(),
+                ComponentHealth {
+                    ok: state.ok || state.no_data,
+                    last_success_unix: state.last_success.map(unix_seconds),
+                    last_error: state.last_error.clone(),
+                    duration_seconds: state.duration.map(|d| d.as_secs_f64()),
+                },
+            );
+        }
+        let status = if !any_recent_success && uptime > longest_interval * 3 {
+            HealthStatus::Unhealthy
+        } else if any_failing {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        DetailedHealth {
+            status,
+            version: self.version.clone(),
+            uptime_seconds: uptime.as_secs_f64(),
+            collectors,
+            outputs: Default::default(),
+            alerts: Vec::new(),
+        }
+    }
+}

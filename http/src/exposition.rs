@@ -1,0 +1,294 @@
+//! Prometheus text exposition (format 0.0.4), rendered once per snapshot.
+//!
+//! The data model is the `prometheus` crate's `proto::MetricFamily`, so a
+//! `prometheus::Registry::gather()` and the agent's own collectors render alike. The
+//! writer is ours: the crate's `TextEncoder` (0.14) panics on untyped families, which
+//! textfiles use all the time, and prints infinities as `inf`. The result and its gzip
+//! form are cached in an [`Exposition`], so serving a scrape is a copy of bytes.
+
+use std::io::Write;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use flate2::{Compression, write::GzEncoder};
+use prometheus::proto::{Metric, MetricFamily, MetricType};
+
+/// The content type of the text format 0.0.4, as node_exporter sends it.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Encodes families in the text format 0.0.4, leaving out families without samples.
+pub fn encode_families(families: &[MetricFamily], out: &mut Vec<u8>) -> Result<(), crate::Error> {
+    for family in families.iter().filter(|f| !f.get_metric().is_empty()) {
+        encode_family(family, out);
+    }
+    Ok(())
+}
+
+fn encode_family(family: &MetricFamily, out: &mut Vec<u8>) {
+    let name = family.name();
+    if !family.help().is_empty() {
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        escape_into(family.help(), false, out);
+        out.push(b'\n');
+    }
+    let kind = family.get_field_type();
+    out.extend_from_slice(b"# TYPE ");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(match kind {
+        MetricType::COUNTER => b" counter\n".as_slice(),
+        MetricType::GAUGE => b" gauge\n",
+        MetricType::SUMMARY => b" summary\n",
+        MetricType::HISTOGRAM => b" histogram\n",
+        MetricType::UNTYPED => b" untyped\n",
+    });
+    for metric in family.get_metric() {
+        match kind {
+            MetricType::COUNTER | MetricType::GAUGE | MetricType::UNTYPED => {
+                sample(out, name, "", metric, None, simple_value(kind, metric));
+            }
+            MetricType::SUMMARY => {
+                let summary = metric.get_summary();
+                for q in summary.get_quantile() {
+                    sample(
+                        out,
+                        name,
+                        "",
+                        metric,
+                        Some(("quantile", q.quantile())),
+                        q.value(),
+                    );
+                }
+                sample(out, name, "_sum", metric, None, summary.sample_sum());
+                sample(
+                    out,
+                    name,
+                    "_count",
+                    metric,
+                    None,
+                    summary.sample_count() as f64,
+                );
+            }
+            MetricType::HISTOGRAM => {
+                let histogram = metric.get_histogram();
+                let mut saw_inf = false;
+                for bucket in histogram.get_bucket() {
+                    saw_inf |= bucket.upper_bound() == f64::INFINITY;
+                    sample(
+                        out,
+                        name,
+                        "_bucket",
+                        metric,
+                        Some(("le", bucket.upper_bound())),
+                        bucket.cumulative_count() as f64,
+                    );
+                }
+                if !saw_inf {
+                    sample(
+                        out,
+                        name,
+                        "_bucket",
+                        metric,
+                        Some(("le", f64::INFINITY)),
+                        histogram.get_sample_count() as f64,
+                    );
+                }
+                sample(out, name, "_sum", metric, None, histogram.get_sample_sum());
+                sample(
+                    out,
+                    name,
+                    "_count",
+                    metric,
+                    None,
+                    histogram.get_sample_count() as f64,
+                );
+            }
+        }
+    }
+}
+
+/// The value of a counter, gauge or untyped sample of a family of type `kind`.
+#[allow(deprecated)] // `get_untyped` is marked protobuf-specific, but it is the plain model's field.
+pub fn simple_value(kind: MetricType, metric: &Metric) -> f64 {
+    match kind {
+        MetricType::COUNTER => metric.get_counter().get_value(),
+        MetricType::GAUGE => metric.get_gauge().get_value(),
+        _ => metric.get_untyped().get_value(),
+    }
+}
+
+fn sample(
+    out: &mut Vec<u8>,
+    name: &str,
+    suffix: &str,
+    metric: &Metric,
+    extra: Option<(&str, f64)>,
+    value: f64,
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(suffix.as_bytes());
+    let labels = metric.get_label();
+    if !labels.is_empty() || extra.is_some() {
+        out.push(b'{');
+        let mut first = true;
+        for label in labels {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(label.name().as_bytes());
+            out.extend_from_slice(b"=\"");
+            escape_into(label.value(), true, out);
+            out.push(b'"');
+        }
+        if let Some((label, bound)) = extra {
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(label.as_bytes());
+            out.extend_from_slice(b"=\"");
+            write_float(bound, out);
+            out.push(b'"');
+        }
+        out.push(b'}');
+    }
+    out.push(b' ');
+    write_float(value, out);
+    let timestamp = metric.timestamp_ms();
+    if timestamp != 0 {
+        let _ = write!(out, " {timestamp}");
+    }
+    out.push(b'\n');
+}
+
+/// Writes a float as Prometheus parses it: `+Inf`, `-Inf`, `NaN`, else the shortest
+/// form that round-trips, with an exponent for very large or small magnitudes.
+pub fn write_float(value: f64, out: &mut Vec<u8>) {
+    if value.is_nan() {
+        out.extend_from_slice(b"NaN");
+    } else if value.is_infinite() {
+        out.extend_from_slice(if value > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if value != 0.0 && (value.abs() >= 1e21 || value.abs() < 1e-6) {
+        let _ = write!(out, "{value:e}");
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// Escapes `\`, newline and (in label values) `"`, as the text format requires.
+fn escape_into(text: &str, quote: bool, out: &mut Vec<u8>) {
+    for byte in text.bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if quote => out.extend_from_slice(b"\\\""),
+            _ => out.push(byte),
+        }
+    }
+}
+
+/// One rendered body and, made on first demand, its gzip form.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    text: Bytes,
+    gzip: OnceLock<Bytes>,
+}
+
+impl Exposition {
+    /// Wraps an already rendered text body.
+    pub fn new(text: impl Into<Bytes>) -> Self {
+        Self {
+            text: text.into(),
+            gzip: OnceLock::new(),
+        }
+    }
+
+    /// The plain text body.
+    pub fn text(&self) -> Bytes {
+        self.text.clone()
+    }
+
+    /// The gzip body, compressed at most once per exposition.
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| {
+                // Level 1: the body is small and repetitive; speed matters more than bytes.
+                let mut encoder =
+                    GzEncoder::new(Vec::with_capacity(self.text.len() / 4), Compression::fast());
+                // Writing into a Vec cannot fail.
+                let _ = encoder.write_all(&self.text);
+                Bytes::from(encoder.finish().unwrap_or_default())
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::{Gauge, Metric, MetricType};
+    use std::io::Read;
+
+    fn gauge_family(name: &str, values: &[f64]) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(name.into());
+        family.set_help("help text".into());
+        family.set_field_type(MetricType::GAUGE);
+        for v in values {
+            let mut gauge = Gauge::default();
+            gauge.set_value(*v);
+            let mut metric = Metric::default();
+            metric.set_gauge(gauge);
+            family.mut_metric().push(metric);
+        }
+        family
+    }
+
+    #[test]
+    fn empty_families_are_left_out() {
+        let mut out = Vec::new();
+        encode_families(
+            &[gauge_family("a", &[]), gauge_family("b", &[1.5])],
+            &mut out,
+        )
+        .expect("encode");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(text, "# HELP b help text\n# TYPE b gauge\nb 1.5\n");
+    }
+
+    #[test]
+    fn floats_and_escapes() {
+        let mut out = Vec::new();
+        for v in [
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            0.0,
+            1.5,
+            1e22,
+            2.5e-9,
+            17179869184.0,
+        ] {
+            write_float(v, &mut out);
+            out.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "+Inf -Inf NaN 0 1.5 1e22 2.5e-9 17179869184 "
+        );
+        let mut out = Vec::new();
+        escape_into("a\\b\n\"c\"", true, &mut out);
+        assert_eq!(String::from_utf8(out).expect("utf8"), r#"a\\b\n\"c\""#);
+    }
+
+    #[test]
+    fn gzip_round_trips() {
+        let exposition = Exposition::new("x 1\n".repeat(100));
+        let mut decoded = String::new();
+        flate2::read::GzDecoder::new(&exposition.gzip()[..])
+            .read_to_string(&mut decoded)
+            .expect("gunzip");
+        assert_eq!(decoded, "x 1\n".repeat(100));
+    }
+}

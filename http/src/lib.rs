@@ -1,0 +1,45 @@
+//! Shared HTTP plumbing of nodewatch's binaries: the agent and the Scroll exporters.
+//!
+//! # Layout
+//! - [`exposition`]: Prometheus text rendering with the `prometheus` crate, cached per
+//!   snapshot together with its gzip form, so a scrape only copies bytes.
+//! - [`health`]: the JSON bodies of `/api/health` and `/api/health/detailed`.
+//! - [`server`]: the axum router (`/metrics`, health, landing page), the
+//!   `--web.max-requests` limit and graceful shutdown.
+//!
+//! Errors are a `thiserror` enum ([`Error`]); binaries wrap them with `anyhow`.
+
+pub mod exposition;
+pub mod health;
+pub mod server;
+
+pub use exposition::{Exposition, encode_families};
+pub use health::{ComponentHealth, DetailedHealth, HealthStatus, OutputHealth};
+pub use server::{MetricsSource, ServeOptions, bind, router, serve};
+
+/// Errors of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be parsed.
+    #[error("invalid listen address {address:?}: {reason}")]
+    ListenAddress {
+        /// The address as given.
+        address: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// Binding the listener failed (port taken, permission denied, ...).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address we tried.
+        address: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The server failed while running.
+    #[error("HTTP server error: {0}")]
+    Serve(#[from] std::io::Error),
+    /// The `prometheus` crate refused to encode a family.
+    #[error("cannot encode metrics: {0}")]
+    Encode(#[from] prometheus::Error),
+}

@@ -1,0 +1,243 @@
+//! The HTTP server: `/metrics`, `/api/health`, `/api/health/detailed`, a landing page,
+//! a cap on concurrent requests and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::exposition::{Exposition, TEXT_CONTENT_TYPE};
+use crate::health::{DetailedHealth, HealthStatus};
+
+/// What a binary serves: its latest rendered metrics and its health.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The latest exposition. Must not wait on any collection.
+    fn exposition(&self) -> Arc<Exposition>;
+    /// The detailed health report.
+    fn health(&self) -> DetailedHealth;
+}
+
+/// Server settings that come from flags.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Path of the metrics endpoint (`--web.telemetry-path`).
+    pub telemetry_path: String,
+    /// Cap on concurrent requests (`--web.max-requests`); 0 means no cap.
+    pub max_requests: usize,
+    /// Title of the landing page.
+    pub title: String,
+}
+
+/// Resolves a node_exporter style listen address (`:9100`, `127.0.0.1:0`, `[::1]:9100`,
+/// `localhost:9100`) and binds it. `:PORT` means every interface, IPv6 and IPv4 where
+/// the host has IPv6, IPv4 only otherwise.
+pub async fn bind(address: &str) -> Result<TcpListener, crate::Error> {
+    let bind_err = |source| crate::Error::Bind {
+        address: address.to_string(),
+        source,
+    };
+    if let Some(port) = address.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| crate::Error::ListenAddress {
+            address: address.to_string(),
+            reason: "the port is not a number from 0 to 65535".into(),
+        })?;
+        return match TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+            Ok(listener) => Ok(listener),
+            // No IPv6 on this host: fall back to every IPv4 interface.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrNotAvailable
+                    || e.raw_os_error() == Some(libc_eafnosupport()) =>
+            {
+                TcpListener::bind(SocketAddr::from(([0u8; 4], port)))
+                    .await
+                    .map_err(bind_err)
+            }
+            Err(e) => Err(bind_err(e)),
+        };
+    }
+    if !address.contains(':') {
+        return Err(crate::Error::ListenAddress {
+            address: address.to_string(),
+            reason: "expected HOST:PORT or :PORT".into(),
+        });
+    }
+    TcpListener::bind(address).await.map_err(bind_err)
+}
+
+const fn libc_eafnosupport() -> i32 {
+    97 // EAFNOSUPPORT on Linux
+}
+
+struct AppState<S> {
+    source: Arc<S>,
+    title: String,
+    telemetry_path: String,
+}
+
+/// Builds the router with the shared endpoints. Binaries merge their own routes into it
+/// before calling [`serve`].
+pub fn router<S: MetricsSource>(source: Arc<S>, options: &ServeOptions) -> Router {
+    let state = Arc::new(AppState {
+        source,
+        title: options.title.clone(),
+        telemetry_path: options.telemetry_path.clone(),
+    });
+    Router::new()
+        .route(&options.telemetry_path, get(metrics::<S>))
+        .route("/api/health", get(health::<S>))
+        .route("/api/health/detailed", get(health_detailed::<S>))
+        .route("/", get(landing::<S>))
+        .with_state(state)
+}
+
+async fn metrics<S: MetricsSource>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+) -> Response {
+    let exposition = state.source.exposition();
+    let (body, gzip) = if accepts_gzip(&headers) {
+        (exposition.gzip(), true)
+    } else {
+        (exposition.text(), false)
+    };
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(TEXT_CONTENT_TYPE),
+    );
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    response
+}
+
+/// True when `Accept-Encoding` lists gzip with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',').any(|item| {
+                let mut parts = item.split(';');
+                let coding = parts.next().unwrap_or("").trim();
+                let zero_q = parts.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        == Some(0.0)
+                });
+                (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero_q
+            })
+        })
+}
+
+fn status_code(status: HealthStatus) -> StatusCode {
+    match status {
+        HealthStatus::Healthy | HealthStatus::Degraded => StatusCode::OK,
+        HealthStatus::Unhealthy => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+async fn health<S: MetricsSource>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let report = state.source.health();
+    (status_code(report.status), axum::Json(report.basic())).into_response()
+}
+
+async fn health_detailed<S: MetricsSource>(State(state): State<Arc<AppState<S>>>) -> Response {
+    let report = state.source.health();
+    (status_code(report.status), axum::Json(report)).into_response()
+}
+
+async fn landing<S: MetricsSource>(State(state): State<Arc<AppState<S>>>) -> Html<String> {
+    Html(format!(
+        "<html><head><title>{t}</title></head><body><h1>{t}</h1><ul>\
+         <li><a href=\"{m}\">Metrics</a></li><li><a href=\"/api/health/detailed\">Health</a></li>\
+         </ul></body></html>\n",
+        t = state.title,
+        m = state.telemetry_path
+    ))
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
+/// requests finish. Beyond `max_requests` concurrent requests, answers 503 at once,
+/// as node_exporter does, rather than queueing.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: &ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), crate::Error> {
+    let router = if options.max_requests > 0 {
+        let limit = Arc::new(Semaphore::new(options.max_requests));
+        router.layer(middleware::from_fn(move |request: Request, next: Next| {
+            let limit = limit.clone();
+            async move {
+                match limit.try_acquire() {
+                    Ok(_permit) => next.run(request).await,
+                    Err(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Limit of concurrent requests reached, try again later.\n",
+                    )
+                        .into_response(),
+                }
+            }
+        }))
+    } else {
+        router
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip(&headers("gzip")));
+        assert!(accepts_gzip(&headers("deflate, gzip;q=0.5")));
+        assert!(accepts_gzip(&headers("*")));
+        assert!(!accepts_gzip(&headers("gzip;q=0")));
+        assert!(!accepts_gzip(&headers("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn bind_reports_bad_addresses() {
+        assert!(matches!(
+            bind("nonsense").await,
+            Err(crate::Error::ListenAddress { .. })
+        ));
+        assert!(matches!(
+            bind(":99999").await,
+            Err(crate::Error::ListenAddress { .. })
+        ));
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let taken = listener.local_addr().expect("addr").to_string();
+        assert!(matches!(bind(&taken).await, Err(crate::Error::Bind { .. })));
+    }
+}
