@@ -313,6 +313,78 @@ pub(crate) mod test_support {
         String::from_utf8(out).expect("utf8")
     }
 
+    /// Samples of the text format as `series -> value`, `series` being the name and the
+    /// labels exactly as rendered (labels sorted by name, as both node_exporter and we
+    /// render them).
+    pub fn parse_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let value = match value {
+                    "+Inf" => f64::INFINITY,
+                    "-Inf" => f64::NEG_INFINITY,
+                    v => v.parse().ok()?,
+                };
+                Some((series.to_string(), value))
+            })
+            .collect()
+    }
+
+    /// Asserts that, for each family in `families`, our samples in `ours` equal
+    /// node_exporter 1.5's on the same fixture tree (`tests/fixtures/<tree>/node_exporter-1.5.prom`):
+    /// same series, values equal within 1e-9 relative.
+    pub fn assert_same_as_node_exporter(tree: &str, ours: &str, families: &[&str]) {
+        let reference_path = fixture_dir(tree).join("node_exporter-1.5.prom");
+        let reference = std::fs::read_to_string(&reference_path)
+            .unwrap_or_else(|e| panic!("{}: {e}", reference_path.display()));
+        let in_family = |series: &str, family: &str| {
+            let name = series.split('{').next().unwrap_or("");
+            name == family
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|s| name.strip_suffix(s) == Some(family))
+        };
+        let ours = parse_samples(ours);
+        let theirs = parse_samples(&reference);
+        let mut problems = Vec::new();
+        for family in families {
+            let a: Vec<_> = ours.iter().filter(|(k, _)| in_family(k, family)).collect();
+            let b: Vec<_> = theirs
+                .iter()
+                .filter(|(k, _)| in_family(k, family))
+                .collect();
+            if b.is_empty() {
+                problems.push(format!(
+                    "{family}: node_exporter has no sample on tree {tree}"
+                ));
+            }
+            for (k, v) in &b {
+                match ours.get(*k) {
+                    None => problems.push(format!("missing {k} (node_exporter: {v})")),
+                    Some(o) if !close(*o, **v) => {
+                        problems.push(format!("{k}: ours {o}, node_exporter {v}"))
+                    }
+                    _ => {}
+                }
+            }
+            for (k, v) in &a {
+                if !theirs.contains_key(*k) {
+                    problems.push(format!("extra {k} {v} (node_exporter has no such series)"));
+                }
+            }
+        }
+        assert!(
+            problems.is_empty(),
+            "differences from node_exporter on {tree}:\n{}",
+            problems.join("\n")
+        );
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        a == b || (a.is_nan() && b.is_nan()) || ((a - b).abs() <= 1e-9 * a.abs().max(b.abs()))
+    }
+
     /// The value of the one sample whose line starts with `series` (name plus labels
     /// exactly as rendered), or panics listing what was there.
     pub fn value_of(text: &str, series: &str) -> f64 {
