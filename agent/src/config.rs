@@ -480,6 +480,36 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    /// Every example in `config/` parses and validates; `agent.toml` spells out the
+    /// defaults, so it must equal them.
+    #[test]
+    fn examples_in_config_dir_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("config dir") {
+            let path = entry.expect("entry").path();
+            let is_agent_config = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("agent") && n.ends_with(".toml"));
+            if !is_agent_config {
+                continue;
+            }
+            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            config.validate(&path).unwrap_or_else(|e| panic!("{e}"));
+            if path.ends_with("agent.toml") {
+                let mut defaults = Config::default();
+                defaults.collectors.textfile.directory_explicit = true;
+                assert_eq!(
+                    config, defaults,
+                    "config/agent.toml must show the built-in defaults"
+                );
+            }
+            seen += 1;
+        }
+        assert!(seen >= 1);
+    }
+
     #[test]
     fn empty_file_is_defaults() {
         let config = Config::parse("", Path::new("a.toml")).expect("parse");

@@ -241,7 +241,7 @@ impl MetricsSource for Snapshot {
         let mut any_recent_success = false;
         let mut longest_interval = Duration::ZERO;
         let mut any_failing = false;
-        for slot in &self.slots {
+        for slot in self.slots.iter().filter(|s| !s.spec.internal) {
             let state = read(&slot.state);
             longest_interval = longest_interval.max(slot.interval);
             if let Some(t) = state.last_success {

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The one test command: installs what the suite needs on a fresh Debian machine, then
+# runs all of it — format, lints, unit tests, end-to-end tests with real components
+# (node_exporter, Prometheus, promtool), and the ARM cross build with the aarch64 unit
+# tests under qemu-user.
+#
+#   bash tests/run.sh            # everything
+#   NODEWATCH_SKIP_CROSS=1 bash tests/run.sh   # skip the ARM part (local loops only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+log() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+log "system packages"
+packages=(prometheus prometheus-node-exporter curl ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  as_root apt-get update -q
+  # Debian's packages may start their own services on 9090/9100 where systemd runs;
+  # the tests never assume those ports.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+prometheus --version 2>&1 | head -1
+prometheus-node-exporter --version 2>&1 | head -1
+
+log "rust toolchain"
+cargo --version
+rustup component list --installed 2>/dev/null | grep -E 'clippy|rustfmt' || true
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+log "cargo test (unit and end-to-end)"
+cargo test --locked --workspace --no-fail-fast
+
+if [ "${NODEWATCH_SKIP_CROSS:-0}" != 1 ]; then
+  log "ARM cross build (aarch64, armv7)"
+  bash cross/build.sh
+  log "aarch64 unit tests under qemu-user"
+  bash cross/test-aarch64.sh
+fi
+
+log "all tests passed"
