@@ -226,6 +226,67 @@ mod tests {
         assert!(!accepts_gzip(&HeaderMap::new()));
     }
 
+    /// Beyond `max_requests` in flight, requests get 503 at once; when the slow ones
+    /// finish, requests are served again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_requests_caps_concurrency() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let release = Arc::new(tokio::sync::Notify::new());
+        let gate = release.clone();
+        let router = Router::new().route(
+            "/slow",
+            get(move || {
+                let gate = gate.clone();
+                async move {
+                    gate.notified().await;
+                    "done"
+                }
+            }),
+        );
+        let listener = bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr");
+        let options = ServeOptions {
+            telemetry_path: "/metrics".into(),
+            max_requests: 2,
+            title: "t".into(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            serve(listener, router, &options, async move {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        async fn get_status(address: SocketAddr) -> String {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            stream
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .expect("write");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.expect("read");
+            response.lines().next().unwrap_or_default().to_string()
+        }
+        let slow: Vec<_> = (0..2).map(|_| tokio::spawn(get_status(address))).collect();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert_eq!(
+            get_status(address).await,
+            "HTTP/1.1 503 Service Unavailable"
+        );
+        release.notify_waiters();
+        for handle in slow {
+            assert_eq!(handle.await.expect("join"), "HTTP/1.1 200 OK");
+        }
+        let again = tokio::spawn(get_status(address));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        release.notify_waiters();
+        assert_eq!(again.await.expect("join"), "HTTP/1.1 200 OK");
+        let _ = stop.send(());
+        server.await.expect("join").expect("serve");
+    }
+
     #[tokio::test]
     async fn bind_reports_bad_addresses() {
         assert!(matches!(
