@@ -40,11 +40,12 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    // One thread serves HTTP and schedules; collections run on the blocking pool.
+    // One thread serves HTTP and schedules; collections run on the blocking pool, which
+    // stays small because runs are short and staggered. The cap bounds the threads that
+    // collectors stuck in a system call can hold.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(16)
-        .thread_keep_alive(std::time::Duration::from_secs(60))
+        .max_blocking_threads(32)
         .build()
     {
         Ok(r) => r,

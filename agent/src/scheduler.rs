@@ -19,6 +19,9 @@ use crate::collectors::{CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
 
+/// Gap between the first runs of consecutive collectors.
+const STAGGER: Duration = Duration::from_millis(3);
+
 /// One collector with its schedule.
 pub struct Scheduled {
     /// Index of its slot in the snapshot.
@@ -47,15 +50,17 @@ pub fn spawn_all(
     shutdown: watch::Receiver<bool>,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
-    // One common start, so collectors with the same interval tick together and the
-    // body is reassembled once per interval rather than once per collector.
+    // Starts are spread a few milliseconds apart: each run takes well under a
+    // millisecond, so one or two blocking threads serve them all, rather than one
+    // thread (and one malloc arena) per collector when they all start at once.
     let start = tokio::time::Instant::now();
-    for scheduled in collectors {
+    for (i, scheduled) in collectors.into_iter().enumerate() {
+        let offset = STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
         set.spawn(run_collector(
             scheduled,
             snapshot.clone(),
             shutdown.clone(),
-            start,
+            start + offset,
         ));
     }
     set
