@@ -214,10 +214,11 @@ pub fn split_args(args: impl IntoIterator<Item = String>) -> SplitArgs {
             let mut shown = arg.clone();
             let takes_value =
                 inline_value.is_none() && !negated && !BOOLEAN_OPTIONS.contains(&name.as_str());
-            if takes_value && args.peek().is_some_and(|next| !next.starts_with("--")) {
-                if let Some(value) = args.next() {
-                    shown = format!("{arg} {value}");
-                }
+            if takes_value
+                && args.peek().is_some_and(|next| !next.starts_with("--"))
+                && let Some(value) = args.next()
+            {
+                shown = format!("{arg} {value}");
             }
             split.ignored.push(shown);
             continue;

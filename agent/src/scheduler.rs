@@ -231,10 +231,11 @@ mod tests {
             let next = if results.len() > 1 {
                 results.remove(0)
             } else {
-                results.remove(0).map(|v| {
+                let last = results.remove(0);
+                if let Ok(v) = last {
                     results.push(Ok(v));
-                    v
-                })
+                }
+                last
             };
             out.gauge("test_value", "Test.", &[], next?);
             Ok(())

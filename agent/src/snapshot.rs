@@ -224,10 +224,10 @@ impl MetricsSource for Snapshot {
     fn exposition(&self) -> Arc<Exposition> {
         let generation = self.generation.load(Ordering::Acquire);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, exposition)) = cache.as_ref() {
-            if *g == generation {
-                return exposition.clone();
-            }
+        if let Some((g, exposition)) = cache.as_ref()
+            && *g == generation
+        {
+            return exposition.clone();
         }
         let exposition = Arc::new(self.assemble());
         *cache = Some((generation, exposition.clone()));
@@ -244,10 +244,10 @@ impl MetricsSource for Snapshot {
         for slot in self.slots.iter().filter(|s| !s.spec.internal) {
             let state = read(&slot.state);
             longest_interval = longest_interval.max(slot.interval);
-            if let Some(t) = state.last_success {
-                if now.duration_since(t).unwrap_or_default() <= slot.interval * 3 {
-                    any_recent_success = true;
-                }
+            if let Some(t) = state.last_success
+                && now.duration_since(t).unwrap_or_default() <= slot.interval * 3
+            {
+                any_recent_success = true;
             }
             if state.runs > 0 && !state.ok && !state.no_data {
                 any_failing = true;
