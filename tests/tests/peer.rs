@@ -52,7 +52,18 @@ fn compare(tree: &str) {
         .metrics_after_first_collection(&["cpu", "textfile", "netclass", "hwmon"])
         .expect("metrics");
     let mut ne_args = args.clone();
-    ne_args.push("--no-collector.systemd".into());
+    ne_args.extend([
+        "--no-collector.systemd".to_string(),
+        // 1.5 reads interface counters over netlink from the live kernel by default.
+        "--no-collector.netdev.netlink".to_string(),
+        format!("--path.udev.data={}", root.join("run/udev/data").display()),
+        // Debian's build changes two upstream defaults; nodewatch keeps upstream's.
+        "--collector.netdev.device-exclude=".to_string(),
+        format!(
+            "--collector.filesystem.mount-points-exclude={}",
+            nodewatch_agent_default_mount_points_exclude()
+        ),
+    ]);
     let node_exporter = NodeExporter::start(&strs(&ne_args)).expect("node_exporter");
     let theirs = node_exporter.metrics().expect("node_exporter metrics");
 
@@ -144,6 +155,11 @@ fn compare(tree: &str) {
 /// node_exporter families of implemented collectors that nodewatch leaves out on
 /// purpose, each with its reason in the README ("Differences from node_exporter").
 const KNOWN_GAPS: &[&str] = &[];
+
+/// Upstream node_exporter 1.5's default, which nodewatch uses too.
+fn nodewatch_agent_default_mount_points_exclude() -> &'static str {
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"
+}
 
 fn close(a: f64, b: f64) -> bool {
     a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
