@@ -252,7 +252,7 @@ pub fn build(
             &ctx.config.collectors.textfile,
         )),
         "thermal_zone" => Box::new(thermal_zone::ThermalZoneCollector::new(roots)),
-        "time" => Box::new(time::TimeCollector::new()),
+        "time" => Box::new(time::TimeCollector::new(roots)),
         "timex" => Box::new(timex::TimexCollector::new()),
         "udp_queues" => Box::new(udp_queues::UdpQueuesCollector::new(roots)),
         "uname" => Box::new(uname::UnameCollector::new()),
@@ -389,12 +389,8 @@ pub(crate) mod test_support {
     /// exactly as rendered), or panics listing what was there.
     pub fn value_of(text: &str, series: &str) -> f64 {
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix(series) {
-                if let Some(v) = rest.strip_prefix(' ') {
-                    return v
-                        .parse()
-                        .unwrap_or_else(|_| panic!("bad value in {line:?}"));
-                }
+            if let Some(v) = line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')) {
+                return v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
             }
         }
         panic!("no sample {series} in:\n{text}");
