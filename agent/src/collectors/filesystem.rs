@@ -1,26 +1,666 @@
-//! `filesystem`: not implemented yet (work in progress).
+//! `filesystem`: node_exporter 1.5's `node_filesystem_{size,free,avail}_bytes` and
+//! `node_filesystem_{files,files_free,readonly,device_error}`, labelled
+//! `{device,fstype,mountpoint}`.
+//!
+//! Mounts come from procfs `1/mounts` (or `mounts` when PID 1's is hidden), less those
+//! matching `collectors.filesystem.mount_points_exclude` / `fs_types_exclude`. Each one is
+//! `statfs(2)`ed at its path under the root filesystem (`--path.rootfs`); the
+//! `mountpoint` label is the mount point as the mounts file has it (a leading rootfs
+//! prefix is stripped, as node_exporter does). `\040` and `\011` in mount points are
+//! decoded to a space and a tab, as node_exporter decodes them. `readonly` is 1 when the
+//! options include `ro`. When `statfs` fails, `device_error` is 1 and there is no other
+//! sample for that mount (node_exporter 1.5 does the same).
+//!
+//! A dead NFS server makes `statfs` hang. node_exporter waits 5 s per mount and then
+//! remembers the mount as stuck and stops asking it until its call returns. Here the
+//! calls run in order on a helper thread; the collector waits [`MOUNT_TIMEOUT`] for each,
+//! and when one does not answer in time it is reported with `device_error` 1,
+//! remembered as stuck (skipped, still with `device_error` 1, until its call returns),
+//! and a new helper thread carries on with the following mounts, so one stuck mount
+//! does not hide the others nor hold the collector until the scheduler's timeout.
 
-use super::{BuildError, CollectError, Collector};
+use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use regex_lite::Regex;
+
+use super::{BuildError, CollectError, Collector, compile_regex};
 use crate::config::FilesystemConfig;
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
-/// Work in progress.
+/// How long one mount may take to answer `statfs` before it is reported and
+/// remembered as stuck. Below node_exporter's 5 s so that a stuck mount is found well
+/// within the collector's own timeout (5 s by default).
+pub const MOUNT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Stack of the helper thread: it only makes `statfs` calls.
+const STATFS_THREAD_STACK: usize = 128 * 1024;
+
+/// What `statfs` says about a mounted filesystem, in node_exporter's units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// Blocks × block size.
+    pub size_bytes: f64,
+    /// Free blocks × block size.
+    pub free_bytes: f64,
+    /// Blocks available to unprivileged users × block size.
+    pub avail_bytes: f64,
+    /// Inodes.
+    pub files: f64,
+    /// Free inodes.
+    pub files_free: f64,
+}
+
+/// The `statfs` call, replaceable in tests by one that hangs.
+type StatFn = fn(&Path) -> nix::Result<Usage>;
+
+/// Mount points currently stuck in `statfs`, shared with the helper threads.
+type StuckMounts = Arc<Mutex<HashSet<String>>>;
+
+/// Reads the mount table and `statfs`es each mount.
 #[derive(Debug)]
 pub struct FilesystemCollector {
-    #[allow(dead_code)]
     roots: Roots,
+    mount_points_exclude: Regex,
+    fs_types_exclude: Regex,
+    stuck: StuckMounts,
+    statfs: StatFn,
+    mount_timeout: Duration,
 }
 
 impl FilesystemCollector {
-    /// A collector reading under `roots`.
-    pub fn new(roots: Roots, _config: &FilesystemConfig) -> Result<Self, BuildError> {
-        Ok(Self { roots })
+    /// A collector reading under `roots`; fails when an exclusion is not a valid regular
+    /// expression.
+    pub fn new(roots: Roots, config: &FilesystemConfig) -> Result<Self, BuildError> {
+        Ok(Self {
+            roots,
+            mount_points_exclude: compile_regex(
+                "filesystem",
+                "collectors.filesystem.mount_points_exclude",
+                &config.mount_points_exclude,
+            )?,
+            fs_types_exclude: compile_regex(
+                "filesystem",
+                "collectors.filesystem.fs_types_exclude",
+                &config.fs_types_exclude,
+            )?,
+            stuck: StuckMounts::default(),
+            statfs: statfs_usage,
+            mount_timeout: MOUNT_TIMEOUT,
+        })
+    }
+
+    /// PID 1's mount table, or the system's when PID 1's is hidden (`hidepid`).
+    fn read_mounts(&self) -> Result<(String, PathBuf), CollectError> {
+        let path = self.roots.proc("1/mounts");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => return Ok((text, path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "Falling back to the system mounts.");
+            }
+            Err(e) => return Err(CollectError::io(&path, e)),
+        }
+        let path = self.roots.proc("mounts");
+        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
+        Ok((text, path))
+    }
+
+    /// The mount point as labelled: without the rootfs prefix, if it has one.
+    fn strip_rootfs(&self, mount_point: String) -> String {
+        if self.roots.rootfs == Path::new("/") {
+            return mount_point;
+        }
+        match Path::new(&mount_point).strip_prefix(&self.roots.rootfs) {
+            Ok(rest) => format!("/{}", rest.to_string_lossy()),
+            Err(_) => mount_point,
+        }
+    }
+
+    fn lock_stuck(&self) -> MutexGuard<'_, HashSet<String>> {
+        lock(&self.stuck)
+    }
+
+    /// `statfs` of each mount, in order; `None` where it failed, timed out or is stuck.
+    fn stat_all(&self, mounts: &[Mount]) -> Result<Vec<Option<Usage>>, CollectError> {
+        let mut results = vec![None; mounts.len()];
+        // (index in `mounts`, mount point, path under rootfs), in order.
+        let mut pending: VecDeque<(usize, String, PathBuf)> = VecDeque::new();
+        {
+            let stuck = self.lock_stuck();
+            for (index, mount) in mounts.iter().enumerate() {
+                if stuck.contains(&mount.mount_point) {
+                    tracing::debug!(
+                        mountpoint = mount.mount_point.as_str(),
+                        "Mount point is in an unresponsive state."
+                    );
+                    continue;
+                }
+                let path = self.roots.root(&mount.mount_point);
+                pending.push_back((index, mount.mount_point.clone(), path));
+            }
+        }
+        while !pending.is_empty() {
+            let answers = self.spawn_statfs_thread(pending.iter().cloned().collect())?;
+            while let Some((index, mount_point, path)) = pending.front().cloned() {
+                let answer = match answers.recv_timeout(self.mount_timeout) {
+                    Ok(answer) => answer,
+                    Err(RecvTimeoutError::Timeout) => {
+                        let mut stuck = self.lock_stuck();
+                        // The answer may have come in just now; the helper sends only
+                        // after taking this lock, so after this check it cannot.
+                        if let Ok(answer) = answers.try_recv() {
+                            answer
+                        } else {
+                            tracing::debug!(
+                                mountpoint = mount_point.as_str(),
+                                "Mount point timed out, it is being labeled as stuck and will not be monitored."
+                            );
+                            stuck.insert(mount_point.clone());
+                            pending.pop_front();
+                            // Another entry for the same mount point would hang as well.
+                            pending.retain(|(_, other, _)| !stuck.contains(other));
+                            // The helper is stuck: a new one carries on with the rest.
+                            break;
+                        }
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        return Err(CollectError::Other(
+                            "the statfs thread ended before answering".into(),
+                        ));
+                    }
+                };
+                let (answered, result) = answer;
+                debug_assert_eq!(answered, index);
+                match result {
+                    Ok(usage) => results[index] = Some(usage),
+                    Err(errno) => tracing::debug!(
+                        path = %path.display(),
+                        error = %errno,
+                        "Error on statfs() system call."
+                    ),
+                }
+                pending.pop_front();
+            }
+        }
+        Ok(results)
+    }
+
+    /// Starts a helper thread that `statfs`es `batch` in order and sends each answer,
+    /// unless the collector has meanwhile given up on that mount as stuck: then the
+    /// mount has recovered, and the thread ends.
+    fn spawn_statfs_thread(
+        &self,
+        batch: Vec<(usize, String, PathBuf)>,
+    ) -> Result<mpsc::Receiver<(usize, nix::Result<Usage>)>, CollectError> {
+        let (sender, receiver) = mpsc::channel();
+        let stuck = Arc::clone(&self.stuck);
+        let statfs = self.statfs;
+        std::thread::Builder::new()
+            .name("nodewatch-statfs".into())
+            .stack_size(STATFS_THREAD_STACK)
+            .spawn(move || {
+                for (index, mount_point, path) in batch {
+                    let result = statfs(&path);
+                    let mut stuck = lock(&stuck);
+                    if stuck.remove(&mount_point) {
+                        tracing::debug!(
+                            mountpoint = mount_point.as_str(),
+                            "Mount point has recovered, monitoring will resume."
+                        );
+                        return;
+                    }
+                    drop(stuck);
+                    if sender.send((index, result)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| CollectError::Other(format!("cannot start a statfs thread: {e}")))?;
+        Ok(receiver)
     }
 }
 
 impl Collector for FilesystemCollector {
-    fn collect(&self, _out: &mut MetricSink) -> Result<(), CollectError> {
-        Err(CollectError::NoData("not implemented yet".into()))
+    fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+        let (text, path) = self.read_mounts()?;
+        let mut seen: HashSet<(String, String, String)> = HashSet::new();
+        let mut mounts = Vec::new();
+        for mut mount in parse_mounts(&text, &path)? {
+            mount.mount_point = self.strip_rootfs(mount.mount_point);
+            if self.mount_points_exclude.is_match(&mount.mount_point)
+                || self.fs_types_exclude.is_match(&mount.fs_type)
+            {
+                continue;
+            }
+            // A mount point listed twice is exported once, as node_exporter does.
+            let key = (
+                mount.device.clone(),
+                mount.mount_point.clone(),
+                mount.fs_type.clone(),
+            );
+            if seen.insert(key) {
+                mounts.push(mount);
+            }
+        }
+        let usages = self.stat_all(&mounts)?;
+        for (mount, usage) in mounts.iter().zip(usages) {
+            let labels = [
+                ("device", mount.device.as_str()),
+                ("fstype", mount.fs_type.as_str()),
+                ("mountpoint", mount.mount_point.as_str()),
+            ];
+            let gauge = |out: &mut MetricSink, name: &str, help: &str, value: f64| {
+                out.gauge(name, help, &labels, value);
+            };
+            gauge(
+                out,
+                "node_filesystem_device_error",
+                "Whether an error occurred while getting statistics for the given device.",
+                if usage.is_some() { 0.0 } else { 1.0 },
+            );
+            // As node_exporter 1.5: a mount whose statfs failed has device_error only.
+            let Some(usage) = usage else {
+                continue;
+            };
+            gauge(
+                out,
+                "node_filesystem_readonly",
+                "Filesystem read-only status.",
+                if mount.is_read_only() { 1.0 } else { 0.0 },
+            );
+            gauge(
+                out,
+                "node_filesystem_size_bytes",
+                "Filesystem size in bytes.",
+                usage.size_bytes,
+            );
+            gauge(
+                out,
+                "node_filesystem_free_bytes",
+                "Filesystem free space in bytes.",
+                usage.free_bytes,
+            );
+            gauge(
+                out,
+                "node_filesystem_avail_bytes",
+                "Filesystem space available to non-root users in bytes.",
+                usage.avail_bytes,
+            );
+            gauge(
+                out,
+                "node_filesystem_files",
+                "Filesystem total file nodes.",
+                usage.files,
+            );
+            gauge(
+                out,
+                "node_filesystem_files_free",
+                "Filesystem total free file nodes.",
+                usage.files_free,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One line of a mounts file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The mounted device (`/dev/mmcblk0p2`, `tmpfs`), as written.
+    pub device: String,
+    /// Where it is mounted, with `\040` and `\011` decoded.
+    pub mount_point: String,
+    /// Filesystem type (`ext4`).
+    pub fs_type: String,
+    /// Mount options (`rw,noatime`).
+    pub options: String,
+}
+
+impl Mount {
+    /// Whether the options include `ro`.
+    pub fn is_read_only(&self) -> bool {
+        self.options.split(',').any(|option| option == "ro")
+    }
+}
+
+/// Parses a mounts file (`/dev/root / ext4 rw,noatime 0 0`).
+pub fn parse_mounts(text: &str, path: &Path) -> Result<Vec<Mount>, CollectError> {
+    let mut mounts = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.is_empty() {
+            continue;
+        }
+        let [device, mount_point, fs_type, options, ..] = fields[..] else {
+            return Err(CollectError::parse(
+                path,
+                Some(index + 1),
+                format!("malformed mount point information: {line:?}"),
+            ));
+        };
+        mounts.push(Mount {
+            device: device.to_string(),
+            mount_point: decode_mount_point(mount_point),
+            fs_type: fs_type.to_string(),
+            options: options.to_string(),
+        });
+    }
+    Ok(mounts)
+}
+
+/// Decodes the octal escapes node_exporter 1.5 decodes in mount points: `\040` (space)
+/// and `\011` (tab). Others (`\134` for a backslash) stay as written, as there.
+pub fn decode_mount_point(raw: &str) -> String {
+    if !raw.contains('\\') {
+        return raw.to_string();
+    }
+    raw.replace("\\040", " ").replace("\\011", "\t")
+}
+
+/// `statfs(2)` in node_exporter's units: blocks times the block size `f_bsize`.
+fn statfs_usage(path: &Path) -> nix::Result<Usage> {
+    let stat = nix::sys::statfs::statfs(path)?;
+    let block_size = stat.block_size() as f64;
+    Ok(Usage {
+        size_bytes: stat.blocks() as f64 * block_size,
+        free_bytes: stat.blocks_free() as f64 * block_size,
+        avail_bytes: stat.blocks_available() as f64 * block_size,
+        files: stat.files() as f64,
+        files_free: stat.files_free() as f64,
+    })
+}
+
+fn lock(stuck: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
+    // The set stays consistent even if a holder panicked.
+    stuck
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::collectors::test_support::*;
+
+    const LITERAL: &str = "\
+/dev/root / ext4 rw,noatime 0 0
+devtmpfs /dev devtmpfs rw,relatime,size=1867796k,nr_inodes=466949,mode=755 0 0
+proc /proc proc rw,relatime 0 0
+/dev/mmcblk0p1 /boot/firmware vfat ro,relatime,fmask=0022 0 0
+/dev/sda1 /mnt/usb\\040disk\\011x ext4 rw 0 0
+tmpfs /run tmpfs rw,nosuid,nodev,size=388200k,mode=755 0 0
+";
+
+    fn collector(roots: Roots) -> FilesystemCollector {
+        FilesystemCollector::new(roots, &FilesystemConfig::default()).expect("default config")
+    }
+
+    #[test]
+    fn parses_literal() {
+        let mounts = parse_mounts(LITERAL, Path::new("mounts")).expect("parse");
+        assert_eq!(mounts.len(), 6);
+        assert_eq!(
+            mounts[0],
+            Mount {
+                device: "/dev/root".into(),
+                mount_point: "/".into(),
+                fs_type: "ext4".into(),
+                options: "rw,noatime".into(),
+            }
+        );
+        assert!(mounts[3].is_read_only());
+        assert!(!mounts[0].is_read_only());
+        assert_eq!(mounts[4].mount_point, "/mnt/usb disk\tx");
+        assert_eq!(decode_mount_point("/a\\134b"), "/a\\134b");
+    }
+
+    #[test]
+    fn rejects_malformed_line() {
+        let err = parse_mounts(
+            "/dev/root / ext4 rw 0 0\n/dev/sda1 /mnt\n",
+            Path::new("x/mounts"),
+        )
+        .expect_err("short");
+        assert_eq!(
+            err.to_string(),
+            "cannot parse x/mounts line 2: malformed mount point information: \"/dev/sda1 /mnt\""
+        );
+    }
+
+    #[test]
+    fn bad_regex_is_a_build_error() {
+        let config = FilesystemConfig {
+            fs_types_exclude: "[".into(),
+            ..FilesystemConfig::default()
+        };
+        let err = FilesystemCollector::new(Roots::default(), &config).expect_err("bad regex");
+        assert!(err.to_string().contains("fs_types_exclude"), "{err}");
+    }
+
+    #[test]
+    fn missing_mounts_is_no_data() {
+        let err = collector(Roots::under("/nonexistent-nodewatch-root"))
+            .collect(&mut MetricSink::new())
+            .expect_err("missing");
+        assert!(err.is_no_data(), "{err}");
+    }
+
+    /// A tree whose `proc/mounts` (no `proc/1/mounts`) lists the tree's root, a read-only
+    /// mount that exists, one that does not, and excluded ones.
+    fn tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("proc")).expect("mkdir");
+        std::fs::create_dir_all(root.join("mnt/usb disk")).expect("mkdir");
+        std::fs::write(
+            root.join("proc/mounts"),
+            "/dev/root / ext4 rw,noatime 0 0\n\
+             /dev/root / ext4 rw,noatime 0 0\n\
+             proc /proc proc rw 0 0\n\
+             sysfs /sys sysfs rw 0 0\n\
+             /dev/sda1 /mnt/usb\\040disk ext4 ro,relatime 0 0\n\
+             /dev/mmcblk0p1 /boot/firmware vfat ro,relatime 0 0\n\
+             overlay /var/lib/docker/overlay2/x/merged overlay rw 0 0\n",
+        )
+        .expect("write");
+        dir
+    }
+
+    #[test]
+    fn reads_mounts_and_statfs() {
+        let dir = tree();
+        let text = collect_text(&collector(Roots::under(dir.path())));
+        let root = "device=\"/dev/root\",fstype=\"ext4\",mountpoint=\"/\"";
+        let usb = "device=\"/dev/sda1\",fstype=\"ext4\",mountpoint=\"/mnt/usb disk\"";
+        let boot = "device=\"/dev/mmcblk0p1\",fstype=\"vfat\",mountpoint=\"/boot/firmware\"";
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{root}}}")),
+            0.0
+        );
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_readonly{{{root}}}")),
+            0.0
+        );
+        assert!(value_of(&text, &format!("node_filesystem_size_bytes{{{root}}}")) > 0.0);
+        assert!(value_of(&text, &format!("node_filesystem_files{{{root}}}")) >= 0.0);
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_readonly{{{usb}}}")),
+            1.0
+        );
+        assert!(value_of(&text, &format!("node_filesystem_avail_bytes{{{usb}}}")) >= 0.0);
+        // Not under the root: statfs fails.
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{boot}}}")),
+            1.0
+        );
+        assert!(!text.contains(&format!("node_filesystem_readonly{{{boot}}}")));
+        assert!(!text.contains(&format!("node_filesystem_size_bytes{{{boot}}}")));
+        // Excluded, and the duplicate exported once.
+        assert!(!text.contains("/proc\""), "{text}");
+        assert!(!text.contains("docker"), "{text}");
+        assert_eq!(
+            text.matches("node_filesystem_size_bytes{").count(),
+            2,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn strips_rootfs_prefix() {
+        let roots = Roots {
+            rootfs: "/host".into(),
+            ..Roots::default()
+        };
+        let collector = collector(roots);
+        assert_eq!(collector.strip_rootfs("/host".into()), "/");
+        assert_eq!(collector.strip_rootfs("/host/boot".into()), "/boot");
+        assert_eq!(collector.strip_rootfs("/hostile".into()), "/hostile");
+        assert_eq!(collector.strip_rootfs("/boot".into()), "/boot");
+    }
+
+    /// A `statfs` that hangs for 600 ms on mount points whose path contains `hang`.
+    fn hanging_statfs(path: &Path) -> nix::Result<Usage> {
+        if path.ends_with("hang") {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        Ok(Usage {
+            size_bytes: 1.0,
+            free_bytes: 2.0,
+            avail_bytes: 3.0,
+            files: 4.0,
+            files_free: 5.0,
+        })
+    }
+
+    #[test]
+    fn a_stuck_mount_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("proc/1")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("proc/1/mounts"),
+            "a /one ext4 rw 0 0\nnfs /hang nfs4 ro 0 0\nb /two ext4 rw 0 0\n",
+        )
+        .expect("write");
+        let mut collector = collector(Roots::under(dir.path()));
+        collector.statfs = hanging_statfs;
+        collector.mount_timeout = Duration::from_millis(100);
+        let hang = "device=\"nfs\",fstype=\"nfs4\",mountpoint=\"/hang\"";
+        let two = "device=\"b\",fstype=\"ext4\",mountpoint=\"/two\"";
+
+        let started = Instant::now();
+        let text = collect_text(&collector);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{hang}}}")),
+            1.0
+        );
+        assert!(!text.contains(&format!("node_filesystem_size_bytes{{{hang}}}")));
+        // The mount after the stuck one is still there.
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_size_bytes{{{two}}}")),
+            1.0
+        );
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{two}}}")),
+            0.0
+        );
+
+        // While stuck, it is not asked again: no wait at all.
+        let started = Instant::now();
+        let text = collect_text(&collector);
+        assert!(started.elapsed() < Duration::from_millis(90));
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{hang}}}")),
+            1.0
+        );
+
+        // Once its call returns, it is monitored again.
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(collector.lock_stuck().is_empty());
+        collector.statfs = |_| {
+            Ok(Usage {
+                size_bytes: 9.0,
+                free_bytes: 9.0,
+                avail_bytes: 9.0,
+                files: 9.0,
+                files_free: 9.0,
+            })
+        };
+        let text = collect_text(&collector);
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_device_error{{{hang}}}")),
+            0.0
+        );
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_readonly{{{hang}}}")),
+            1.0
+        );
+        assert_eq!(
+            value_of(&text, &format!("node_filesystem_size_bytes{{{hang}}}")),
+            9.0
+        );
+    }
+
+    /// Debian's node_exporter 1.5 default `--collector.filesystem.mount-points-exclude`.
+    const DEBIAN_MOUNT_POINTS_EXCLUDE: &str =
+        "^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+
+    /// Compares with node_exporter's samples of the families whose values do not depend
+    /// on the machine the test runs on: `device_error` and `readonly`. Sizes and inode counts of mounts
+    /// that exist in the tree (its `/`) are those of the filesystem the checkout is on,
+    /// so for them only the set of series is compared.
+    ///
+    /// The references were made with Debian's node_exporter defaults, whose
+    /// mount-points-exclude also drops `/run`, `/mnt` and `/media`; our default is
+    /// upstream 1.5's, so the comparison uses Debian's.
+    fn same_as_node_exporter(tree: &str) {
+        let config = FilesystemConfig {
+            mount_points_exclude: DEBIAN_MOUNT_POINTS_EXCLUDE.into(),
+            ..FilesystemConfig::default()
+        };
+        let collector =
+            FilesystemCollector::new(fixture_roots(tree), &config).expect("Debian's exclusion");
+        let text = collect_text(&collector);
+        assert_same_as_node_exporter(
+            tree,
+            &text,
+            &["node_filesystem_device_error", "node_filesystem_readonly"],
+        );
+        let reference = std::fs::read_to_string(fixture_dir(tree).join("node_exporter-1.5.prom"))
+            .expect("reference");
+        let theirs = parse_samples(&reference);
+        let ours = parse_samples(&text);
+        for family in [
+            "node_filesystem_size_bytes",
+            "node_filesystem_free_bytes",
+            "node_filesystem_avail_bytes",
+            "node_filesystem_files",
+            "node_filesystem_files_free",
+        ] {
+            let series = |samples: &std::collections::BTreeMap<String, f64>| -> Vec<String> {
+                samples
+                    .keys()
+                    .filter(|k| k.split('{').next() == Some(family))
+                    .cloned()
+                    .collect()
+            };
+            assert_eq!(series(&ours), series(&theirs), "{family} on {tree}");
+        }
+    }
+
+    #[test]
+    fn same_as_node_exporter_on_pi_fixture() {
+        same_as_node_exporter("pi");
+    }
+
+    #[test]
+    fn same_as_node_exporter_on_linux_fixture() {
+        same_as_node_exporter("linux");
     }
 }
