@@ -156,13 +156,21 @@ impl Agent {
         get_text(&self.url("/metrics"))
     }
 
-    /// Waits until every listed collector has reported at least once (its
-    /// `node_scrape_collector_success` sample is present) and returns the body.
+    /// Waits until every listed collector, and every enabled collector as listed in
+    /// `/api/health/detailed`, has reported at least once (its
+    /// `node_scrape_collector_success` sample is present), and returns the body.
     pub fn metrics_after_first_collection(&self, collectors: &[&str]) -> Result<String> {
+        let detailed: serde_json::Value =
+            serde_json::from_str(&get_text(&self.url("/api/health/detailed"))?)?;
+        let mut all: Vec<String> = detailed["collectors"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        all.extend(collectors.iter().map(|c| c.to_string()));
         let mut body = String::new();
         let ok = wait_until(Duration::from_secs(20), || {
             body = self.metrics().unwrap_or_default();
-            collectors.iter().all(|c| {
+            all.iter().all(|c| {
                 body.contains(&format!(
                     "node_scrape_collector_success{{collector=\"{c}\"}}"
                 ))

@@ -1,11 +1,11 @@
 //! Bad input never takes the agent down: broken textfiles, missing and unreadable
 //! procfs/sysfs files, and collectors that really hang (FIFOs with no writer).
 
-mod common_args;
+mod common;
 
 use std::time::{Duration, Instant};
 
-use common_args::{copy_tree, fixture_args, strs};
+use common::{copy_tree, fixture_args, strs};
 use nodewatch_tests::{Agent, fixture, parse_samples};
 
 fn success(body: &str, collector: &str) -> Option<f64> {

@@ -2,9 +2,9 @@
 //! against `tests/golden/<tree>.prom`. Families that depend on the live machine or
 //! the clock are left out. `NODEWATCH_UPDATE_GOLDEN=1` rewrites the golden files.
 
-mod common_args;
+mod common;
 
-use common_args::{fixture_args, strs};
+use common::{fixture_args, strs};
 use nodewatch_tests::{Agent, fixture, workspace_root};
 
 /// Families whose values depend on the live machine, the clock or the checkout.

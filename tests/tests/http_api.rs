@@ -1,13 +1,13 @@
 //! The agent's HTTP surface and lifecycle, as an operator sees them: /metrics (plain
 //! and gzip), health endpoints, check-config, the port-taken message and SIGTERM.
 
-mod common_args;
+mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common_args::{fixture_args, strs};
+use common::{fixture_args, strs};
 use nix::sys::signal::Signal;
 use nodewatch_tests::{Agent, agent_binary, fixture, http, workspace_root};
 

@@ -6,11 +6,11 @@
 //! side has are listed (nodewatch does not implement every node_exporter collector, and
 //! has its own `nodewatch_*` families), not compared.
 
-mod common_args;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common_args::{fixture_args, strs};
+use common::{fixture_args, strs};
 use nodewatch_tests::metrics_text::family_of;
 use nodewatch_tests::{Agent, NodeExporter, fixture, parse_samples};
 
@@ -69,7 +69,16 @@ fn compare(tree: &str) {
 
     let ours = by_family(&ours);
     let mut theirs = by_family(&theirs);
-    // Collectors nodewatch does not have report success 0/1 there; compare only ours.
+    // Collectors only one side has (node_exporter's bonding, nodewatch's pi) report
+    // their success there; compare the collectors both have.
+    let theirs_success = theirs
+        .get("node_scrape_collector_success")
+        .cloned()
+        .unwrap_or_default();
+    let mut ours = ours;
+    if let Some(success) = ours.get_mut("node_scrape_collector_success") {
+        success.retain(|series, _| theirs_success.contains_key(series));
+    }
     if let Some(success) = theirs.get_mut("node_scrape_collector_success") {
         let ours_success = &ours["node_scrape_collector_success"];
         success.retain(|series, _| ours_success.contains_key(series));

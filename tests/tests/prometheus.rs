@@ -1,10 +1,10 @@
 //! A real Prometheus scrapes the agent, and queries return the fixture's values.
 
-mod common_args;
+mod common;
 
 use std::time::Duration;
 
-use common_args::{fixture_args, strs};
+use common::{fixture_args, strs};
 use nodewatch_tests::{Agent, Prometheus, fixture};
 
 #[test]

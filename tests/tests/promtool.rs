@@ -1,7 +1,7 @@
 //! `promtool check metrics` over the live output: no parse error, and lint findings
 //! only on names inherited from node_exporter (an explicit allowlist).
 
-mod common_args;
+mod common;
 
 use nodewatch_tests::{Agent, fixture, promtool_check_metrics};
 
@@ -81,8 +81,8 @@ fn live_output_passes_promtool() {
 
 #[test]
 fn pi_fixture_output_passes_promtool() {
-    let args = common_args::fixture_args(&fixture("pi"), &fixture("textfile"));
-    let agent = Agent::start(&common_args::strs(&args)).expect("agent");
+    let args = common::fixture_args(&fixture("pi"), &fixture("textfile"));
+    let agent = Agent::start(&common::strs(&args)).expect("agent");
     let body = agent
         .metrics_after_first_collection(&["cpu", "pi", "textfile"])
         .expect("metrics");

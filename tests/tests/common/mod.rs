@@ -1,4 +1,4 @@
-// Shared helpers of the end-to-end tests (included with `mod common_args;`).
+// Shared helpers of the end-to-end tests (included with `mod common;`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
