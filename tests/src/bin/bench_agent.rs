@@ -54,6 +54,15 @@ fn curl_times(url: &str, count: usize) -> Result<Vec<f64>> {
         .collect()
 }
 
+/// The host's target triple, from `rustc -vV`.
+fn host_triple() -> Result<String> {
+    let output = std::process::Command::new("rustc").arg("-vV").output()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host")
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -73,25 +82,35 @@ fn main() -> Result<()> {
         i += 2;
     }
 
-    eprintln!("building the agent (release)…");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(workspace_root())
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "nodewatch-agent",
-                "--bin",
-                "nodewatch-agent",
-            ])
-            .status()?;
+    // The shipped configuration: profile `dist`, statically linked (see Cargo.toml).
+    let host = host_triple()?;
+    eprintln!("building the agent (profile dist, static, {host})…");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let rustflags_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        host.to_uppercase().replace('-', "_")
+    );
+    let status = std::process::Command::new(cargo)
+        .current_dir(workspace_root())
+        .env(rustflags_var, "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--profile",
+            "dist",
+            "--target",
+            &host,
+            "--quiet",
+            "-p",
+            "nodewatch-agent",
+            "--bin",
+            "nodewatch-agent",
+        ])
+        .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(Into::into)
         .unwrap_or_else(|_| workspace_root().join("target"));
-    let binary = target.join("release/nodewatch-agent");
+    let binary = target.join(&host).join("dist/nodewatch-agent");
     let binary_size = std::fs::metadata(&binary)?.len();
 
     let node_exporter = NodeExporter::start(&["--no-collector.systemd"])?;
@@ -210,7 +229,7 @@ fn main() -> Result<()> {
         "",
     );
     println!(
-        "agent binary (x86_64, release): {:.2} MB",
+        "agent binary ({host}, profile dist, static, stripped): {:.2} MB",
         binary_size as f64 / (1024.0 * 1024.0)
     );
     println!(
