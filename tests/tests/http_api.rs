@@ -240,3 +240,44 @@ fn sigterm_during_a_scrape_lets_it_finish_and_exits_0() {
     // New connections are refused after shutdown.
     assert!(TcpStream::connect(&agent.address).is_err());
 }
+
+/// With no arguments at all the agent runs on built-in defaults: it serves :9100, or,
+/// when :9100 is taken (node_exporter, Debian's service), says so clearly and exits.
+#[test]
+fn no_arguments_serves_9100_or_says_it_is_taken() {
+    let mut child =
+        nodewatch_tests::Child::spawn("nodewatch-agent", &agent_binary(), &[], &[]).expect("spawn");
+    let mut outcome = None;
+    nodewatch_tests::wait_until(Duration::from_secs(20), || {
+        let log = child.log();
+        if log.contains("Listening.") && log.contains(":9100") {
+            outcome = Some(Ok(()));
+        } else if !child.is_running() {
+            outcome = Some(Err(log));
+        }
+        outcome.is_some()
+    });
+    match outcome {
+        Some(Ok(())) => {
+            let body = nodewatch_tests::get_text("http://127.0.0.1:9100/metrics")
+                .expect("metrics on :9100");
+            assert!(body.contains("nodewatch_build_info"));
+            child.signal(Signal::SIGTERM).expect("sigterm");
+            assert!(
+                child
+                    .wait_timeout(Duration::from_secs(10))
+                    .expect("exit")
+                    .success()
+            );
+        }
+        Some(Err(log)) => {
+            assert!(
+                log.contains("cannot listen on :9100") && log.contains("in use"),
+                "{log}"
+            );
+            let status = child.wait_timeout(Duration::from_secs(5)).expect("exited");
+            assert!(!status.success());
+        }
+        None => panic!("neither served nor failed within 20 s:\n{}", child.log()),
+    }
+}
