@@ -92,6 +92,14 @@ impl MetricSink {
     }
 }
 
+/// Whether `tail` can follow a valid prefix (`node_memory_`) in a metric name: only
+/// `[a-zA-Z0-9_:]`. Names made from file contents (meminfo, vmstat fields) are checked
+/// with it, so a garbled file cannot produce an unparseable exposition.
+pub fn is_metric_name_tail(tail: &str) -> bool {
+    tail.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+}
+
 /// Sorts families by name and their samples by label values, labels by name.
 pub fn sort_families(families: &mut [MetricFamily]) {
     families.sort_by(|a, b| a.name().cmp(b.name()));

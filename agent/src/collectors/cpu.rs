@@ -299,12 +299,6 @@ mod tests {
         dir
     }
 
-    fn write(base: &Path, relative: &str, content: &str) {
-        let path = base.join(relative);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, content).expect("write");
-    }
-
     #[test]
     fn exports_times_throttles_and_isolated() {
         let dir = tree("cpu  1 2 3 4\ncpu0 13377 8065 2582 42223 406 0 39 61 5 3\ncpu1 1 2 3 4\n");

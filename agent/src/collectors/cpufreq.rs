@@ -126,12 +126,6 @@ mod tests {
     use super::*;
     use crate::collectors::test_support::*;
 
-    fn write(base: &Path, relative: &str, content: &str) {
-        let path = base.join(relative);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, content).expect("write");
-    }
-
     #[test]
     fn parses_literal() {
         assert_eq!(

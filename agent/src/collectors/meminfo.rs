@@ -81,7 +81,7 @@ pub fn parse_meminfo(text: &str, path: &Path) -> Result<Vec<(String, f64)>, Coll
             value *= 1024.0;
             key.push_str("_bytes");
         }
-        if !is_metric_name_tail(&key) {
+        if !crate::metrics::is_metric_name_tail(&key) {
             // node_exporter 1.5 panics on such a name; the kernel never writes one.
             return Err(error(format!(
                 "{label:?} does not make a valid metric name"
@@ -116,12 +116,6 @@ fn with_parens_replaced(key: &str) -> String {
         return out;
     }
     key.to_string()
-}
-
-/// Whether `node_memory_` + `tail` is a valid Prometheus metric name.
-fn is_metric_name_tail(tail: &str) -> bool {
-    tail.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 #[cfg(test)]

@@ -304,6 +304,13 @@ pub(crate) mod test_support {
             .join(tree)
     }
 
+    /// Writes `content` to `base/relative`, creating the directories.
+    pub fn write(base: &Path, relative: &str, content: &str) {
+        let path = base.join(relative);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, content).expect("write");
+    }
+
     /// Runs a collector and renders its output as text.
     pub fn collect_text(collector: &dyn Collector) -> String {
         let mut sink = MetricSink::new();

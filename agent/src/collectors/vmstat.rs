@@ -61,7 +61,7 @@ pub fn parse_vmstat<'a>(text: &'a str, path: &Path) -> Result<Vec<(&'a str, f64)
             .parse()
             .map_err(|_| error(format!("expected a number, found {value:?}")))?;
         if is_default_field(field) {
-            if !is_metric_name_tail(field) {
+            if !crate::metrics::is_metric_name_tail(field) {
                 return Err(error(format!(
                     "{field:?} does not make a valid metric name"
                 )));
@@ -86,11 +86,6 @@ pub fn is_default_field(field: &str) -> bool {
         || field
             .strip_prefix("pg")
             .is_some_and(|rest| rest.contains("fault"))
-}
-
-fn is_metric_name_tail(tail: &str) -> bool {
-    tail.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 
 #[cfg(test)]
