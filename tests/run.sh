@@ -15,7 +15,9 @@ log() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 log "system packages"
-packages=(prometheus prometheus-node-exporter curl ca-certificates)
+# docker.io: the builder tests start their own dockerd (Debian's 20.10) on a private
+# socket; gcc + libc6-dev build the static builder stub they import as an image.
+packages=(prometheus prometheus-node-exporter curl ca-certificates docker.io gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 prometheus --version 2>&1 | head -1
 prometheus-node-exporter --version 2>&1 | head -1
+dockerd --version 2>&1 | head -1
 
 log "rust toolchain"
 cargo --version

@@ -108,6 +108,33 @@ pub enum Command {
     /// Validate the configuration (file and flags) and exit: 0 when valid, else 1 with
     /// the file, line and column of the problem.
     CheckConfig,
+    /// Draw a display page to a PNG file, from a built-in sample state or a JSON
+    /// state file (the display's view model; every field optional).
+    Render {
+        /// overview, system, builder, wallet, alerts, network, or critical (the
+        /// takeover screen).
+        #[arg(long, value_name = "NAME")]
+        page: String,
+        /// Panel size, 128x64 or 128x32. Default: `display.size` from the config.
+        #[arg(long, value_name = "WxH")]
+        size: Option<String>,
+        /// JSON state file; without it, a sample Pi with a ready builder.
+        #[arg(long, value_name = "FILE.json")]
+        state: Option<PathBuf>,
+        /// Where to write the PNG.
+        #[arg(long, value_name = "FILE.png")]
+        out: PathBuf,
+        /// Pixels per panel pixel.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=16))]
+        scale: u32,
+    },
+    /// Time to draw and diff each display page on this machine, and the I2C bytes
+    /// per update (full frame against a one-figure change).
+    BenchDisplay {
+        /// Runs per page.
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
+    },
 }
 
 /// node_exporter collector options that take no value (booleans), so the argument
@@ -411,6 +438,33 @@ mod tests {
     #[test]
     fn unknown_plain_flag_is_an_error() {
         assert!(Cli::try_from_args(args(&["--web.listen-adress=:1"])).is_err());
+    }
+
+    #[test]
+    fn render_subcommand() {
+        let cli = Cli::try_from_args(args(&[
+            "render", "--page", "system", "--size", "128x32", "--out", "s.png",
+        ]))
+        .expect("parse");
+        let Some(Command::Render {
+            page,
+            size,
+            state,
+            out,
+            scale,
+        }) = cli.command
+        else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(
+            (page.as_str(), size.as_deref(), state, scale),
+            ("system", Some("128x32"), None, 4)
+        );
+        assert_eq!(out, std::path::Path::new("s.png"));
+        assert!(
+            Cli::try_from_args(args(&["render", "--page", "system"])).is_err(),
+            "--out required"
+        );
     }
 
     #[test]

@@ -61,6 +61,12 @@ pub struct Config {
     pub paths: PathsConfig,
     /// Which collectors run, and how often.
     pub collectors: CollectorsConfig,
+    /// The Docker engine (the `docker` and `intmax_builder` collectors).
+    pub docker: DockerConfig,
+    /// The INTMAX builder (the `intmax_builder` collector).
+    pub builder: BuilderConfig,
+    /// The OLED display (SSD1306 on I2C, simulated without one) and `/display.png`.
+    pub display: crate::outputs::display::DisplayConfig,
 }
 
 impl Default for Config {
@@ -72,6 +78,9 @@ impl Default for Config {
             web: WebConfig::default(),
             paths: PathsConfig::default(),
             collectors: CollectorsConfig::default(),
+            docker: DockerConfig::default(),
+            builder: BuilderConfig::default(),
+            display: crate::outputs::display::DisplayConfig::default(),
         }
     }
 }
@@ -296,6 +305,87 @@ impl Default for DiskstatsConfig {
     }
 }
 
+/// The Docker engine, watched by events over its Unix socket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The engine's Unix socket (no TCP, no TLS). Default `/var/run/docker.sock`.
+    /// Access to it is root-equivalent: see the README's "Builder monitoring".
+    pub socket: PathBuf,
+    /// Report only containers whose name (without `/`) matches this regular
+    /// expression (unanchored). Default empty: every container.
+    pub container_pattern: String,
+    /// Report only containers that carry every one of these labels, each `key` or
+    /// `key=value`. Default: none required.
+    pub labels: Vec<String>,
+    /// Full re-list of containers (and Swarm services) every this many seconds, in
+    /// case an event was missed; changes arrive by events at once. Default 30.
+    pub reconcile_interval_secs: f64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: "/var/run/docker.sock".into(),
+            container_pattern: String::new(),
+            labels: Vec::new(),
+            reconcile_interval_secs: 30.0,
+        }
+    }
+}
+
+/// The builder's default container pattern: the standalone container `block-builder`
+/// or a Swarm task of `block-builder-stack-<env>_block-builder-<env>`.
+pub const DEFAULT_BUILDER_CONTAINER_PATTERN: &str =
+    "^(block-builder|block-builder-stack-[^_]+_block-builder-.+)$";
+/// The builder's default process pattern (matched against `comm` and argv\[0\]).
+pub const DEFAULT_BUILDER_PROCESS_PATTERN: &str = "intmax-builder|block-builder";
+/// The standalone builder's health endpoint.
+pub const DEFAULT_BUILDER_HEALTH_URL: &str = "http://127.0.0.1:8080/health-check";
+
+/// The INTMAX Block Builder: where to find it and how to check it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuilderConfig {
+    /// Regular expression on container names (anchor it yourself). Default: the
+    /// standalone `block-builder` and Swarm tasks of `block-builder-stack-*`.
+    pub container_pattern: String,
+    /// Regular expression on process names (`comm`) and the base name of argv\[0\],
+    /// read under `--path.procfs`. Default `intmax-builder|block-builder`.
+    pub process_pattern: String,
+    /// Health endpoint (plain `http://`, loopback in practice). Unset: the standalone
+    /// builder's `http://127.0.0.1:8080/health-check`, checked while a standalone
+    /// builder container exists; none for a Swarm task (its 8080 is not published:
+    /// `ready` is "container running"). Empty string: no health check.
+    pub health_url: Option<String>,
+    /// Seconds between health checks. Default 5.
+    pub health_interval_secs: f64,
+    /// Seconds a health check may take before it counts as failed. Default 5.
+    pub health_timeout_secs: f64,
+    /// The builder's data directory. Default unset: its two metrics are absent.
+    pub data_dir: Option<PathBuf>,
+    /// Seconds between walks of the data directory to measure its size. Default 300.
+    pub data_dir_interval_secs: f64,
+    /// Most directory entries one walk visits; a larger tree is reported as
+    /// measured so far and logged. Default 1000000.
+    pub data_dir_max_entries: u64,
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        Self {
+            container_pattern: DEFAULT_BUILDER_CONTAINER_PATTERN.into(),
+            process_pattern: DEFAULT_BUILDER_PROCESS_PATTERN.into(),
+            health_url: None,
+            health_interval_secs: 5.0,
+            health_timeout_secs: 5.0,
+            data_dir: None,
+            data_dir_interval_secs: 300.0,
+            data_dir_max_entries: 1_000_000,
+        }
+    }
+}
+
 impl Config {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -360,6 +450,22 @@ impl Config {
             }
         };
         positive("collectors.interval_secs", self.collectors.interval_secs)?;
+        positive(
+            "docker.reconcile_interval_secs",
+            self.docker.reconcile_interval_secs,
+        )?;
+        positive(
+            "builder.health_interval_secs",
+            self.builder.health_interval_secs,
+        )?;
+        positive(
+            "builder.health_timeout_secs",
+            self.builder.health_timeout_secs,
+        )?;
+        positive(
+            "builder.data_dir_interval_secs",
+            self.builder.data_dir_interval_secs,
+        )?;
         positive("collectors.timeout_secs", self.collectors.timeout_secs)?;
         positive(
             "collectors.textfile.interval_secs",
@@ -386,6 +492,7 @@ impl Config {
                 self.log.level
             )));
         }
+        self.display.validate().map_err(invalid)?;
         if self.collectors.netdev.device_include.is_some()
             && self.collectors.netdev.device_exclude.is_some()
         {

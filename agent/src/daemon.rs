@@ -69,17 +69,33 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (snapshot, scheduled) = prepare(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx);
+    let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
+    let button = crate::outputs::button::spawn(&config, stop_rx.clone());
+    let display = crate::outputs::display::spawn(
+        &config,
+        snapshot.clone(),
+        button.as_ref().map(|b| b.subscribe()),
+        stop_rx,
+    );
     let options = nodewatch_http::ServeOptions {
         telemetry_path: config.web.telemetry_path.clone(),
         max_requests: config.web.max_requests,
         title: "nodewatch agent".into(),
     };
-    let router = nodewatch_http::router(snapshot.clone(), &options);
+    let mut router = nodewatch_http::router(snapshot.clone(), &options);
+    let mut display_task = None;
+    if let Some((frame, task)) = display {
+        router = router.merge(crate::outputs::display::router(frame));
+        display_task = Some(task);
+    }
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, telemetry_path = options.telemetry_path.as_str(), "Listening.");
     let served = nodewatch_http::serve(listener, router, &options, shutdown).await;
     let _ = stop_tx.send(true);
+    // The display blanks the panel before it ends.
+    if let Some(task) = display_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     // Collectors stop at their next await; a collector stuck in a system call is left
     // behind (its thread ends with the process).
     let _ = tokio::time::timeout(Duration::from_secs(2), async {

@@ -9,6 +9,7 @@
 //! - [`metrics`]: building metric families.
 //! - [`scheduler`]: runs collectors in the background with intervals and timeouts.
 //! - [`snapshot`]: the latest results and the cached `/metrics` body.
+//! - [`outputs`]: what the agent drives: the OLED display (simulated without one).
 //! - [`daemon`]: wiring, the HTTP server and shutdown.
 //!
 //! Library errors are `thiserror` enums ([`collectors::CollectError`],
@@ -19,6 +20,7 @@ pub mod collectors;
 pub mod config;
 pub mod daemon;
 pub mod metrics;
+pub mod outputs;
 pub mod paths;
 pub mod scheduler;
 pub mod snapshot;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use nodewatch_agent::cli::{Cli, Command};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
+use nodewatch_agent::outputs::display;
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
@@ -33,6 +34,26 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::CheckConfig) => {
             println!("{}: configuration is valid", origin.display());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Render {
+            page,
+            size,
+            state,
+            out,
+            scale,
+        }) => {
+            let size = size.unwrap_or_else(|| config.display.size.clone());
+            let Some(size) = nodewatch_display::PanelSize::parse(&size) else {
+                return fail(&format!("--size must be 128x64 or 128x32, found {size:?}"));
+            };
+            match display::render_to_file(&page, size, state.as_deref(), &out, scale) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Some(Command::BenchDisplay { iterations }) => {
+            print!("{}", display::bench::report(iterations));
             ExitCode::SUCCESS
         }
         None => run(config),

@@ -68,6 +68,11 @@ pub struct Snapshot {
     /// Names written by built-in collectors: external (textfile) families with the
     /// same name are dropped.
     builtin_names: RwLock<HashSet<String>>,
+    /// Names claimed by the enabled collectors' specs (`CollectorSpec::claims`), dropped
+    /// from external families even before (or while) no built-in collector writes them.
+    claimed_names: HashSet<&'static str>,
+    /// Health and metrics of the outputs (display, …).
+    outputs: crate::outputs::OutputRegistry,
     version: String,
 }
 
@@ -82,6 +87,10 @@ fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 impl Snapshot {
     /// An empty snapshot for these collectors and intervals.
     pub fn new(collectors: Vec<(&'static CollectorSpec, Duration)>) -> Self {
+        let claimed_names = collectors
+            .iter()
+            .flat_map(|(spec, _)| spec.claims.iter().copied())
+            .collect();
         let mut sink = MetricSink::new();
         sink.gauge(
             "nodewatch_build_info",
@@ -106,6 +115,8 @@ impl Snapshot {
             cache: Mutex::new(None),
             constant: constant.into(),
             builtin_names: RwLock::new(HashSet::new()),
+            claimed_names,
+            outputs: crate::outputs::OutputRegistry::default(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -138,7 +149,7 @@ impl Snapshot {
         if slot.spec.external {
             let builtin = read(&self.builtin_names);
             families.retain(|f| {
-                let keep = !builtin.contains(f.name());
+                let keep = !builtin.contains(f.name()) && !self.claimed_names.contains(f.name());
                 if !keep {
                     dropped.push(f.name().to_string());
                 }
@@ -180,6 +191,11 @@ impl Snapshot {
         self.generation.fetch_add(1, Ordering::Release);
     }
 
+    /// The outputs' health and metrics.
+    pub fn outputs(&self) -> &crate::outputs::OutputRegistry {
+        &self.outputs
+    }
+
     /// Seconds since the snapshot was made (the agent's uptime).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -210,6 +226,7 @@ impl Snapshot {
             );
         }
         let _ = nodewatch_http::encode_families(&meta.into_families(), &mut body);
+        self.outputs.append_metrics(&mut body);
         body.extend_from_slice(&self.constant);
         Exposition::new(body)
     }
@@ -223,7 +240,8 @@ fn unix_seconds(t: SystemTime) -> f64 {
 
 impl MetricsSource for Snapshot {
     fn exposition(&self) -> Arc<Exposition> {
-        let generation = self.generation.load(Ordering::Acquire);
+        // Both counters only grow, so their sum changes whenever either does.
+        let generation = self.generation.load(Ordering::Acquire) + self.outputs.generation();
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((g, exposition)) = cache.as_ref()
             && *g == generation
@@ -263,6 +281,8 @@ impl MetricsSource for Snapshot {
                 },
             );
         }
+        let outputs = self.outputs.health();
+        any_failing |= outputs.values().any(|o| !o.ok);
         let status = if !any_recent_success && uptime > longest_interval * 3 {
             HealthStatus::Unhealthy
         } else if any_failing {
@@ -275,7 +295,7 @@ impl MetricsSource for Snapshot {
             version: self.version.clone(),
             uptime_seconds: uptime.as_secs_f64(),
             collectors,
-            outputs: Default::default(),
+            outputs,
             alerts: Vec::new(),
         }
     }

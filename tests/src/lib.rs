@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should stop the test loudly
 
+pub mod docker;
 pub mod metrics_text;
 pub mod process;
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{copy_tree, fixture_args, strs};
+use common::{agent_fixture_args, copy_tree, strs};
 use nodewatch_tests::{Agent, fixture, parse_samples};
 
 fn success(body: &str, collector: &str) -> Option<f64> {
@@ -18,7 +18,7 @@ fn success(body: &str, collector: &str) -> Option<f64> {
 
 #[test]
 fn malformed_textfile_sets_error_and_good_files_are_served() {
-    let args = fixture_args(&fixture("pi"), &fixture("textfile-bad"));
+    let args = agent_fixture_args(&fixture("pi"), &fixture("textfile-bad"));
     let agent = Agent::start(&strs(&args)).expect("start");
     let body = agent
         .metrics_after_first_collection(&["textfile", "loadavg"])
@@ -55,7 +55,7 @@ fn missing_and_unreadable_files_fail_only_their_collector() {
         "zz\n",
     )
     .expect("write");
-    let args = fixture_args(&root, &fixture("textfile"));
+    let args = agent_fixture_args(&root, &fixture("textfile"));
     let agent = Agent::start(&strs(&args)).expect("start");
     let body = agent
         .metrics_after_first_collection(&["meminfo", "stat", "pi", "loadavg"])
@@ -100,7 +100,7 @@ fn hung_collectors_do_not_hold_scrapes() {
     .expect("mkfifo");
     let config = textfiles.path().join("agent.toml");
     std::fs::write(&config, "[collectors]\ntimeout_secs = 1\n").expect("config");
-    let mut args = fixture_args(&root, textfiles.path());
+    let mut args = agent_fixture_args(&root, textfiles.path());
     args.push(format!("--config={}", config.display()));
     let agent = Agent::start(&strs(&args)).expect("start");
     let body = agent

@@ -4,12 +4,13 @@
 
 mod common;
 
-use common::{fixture_args, strs};
+use common::{agent_fixture_args, strs};
 use nodewatch_tests::{Agent, fixture, workspace_root};
 
 /// Families whose values depend on the live machine, the clock or the checkout.
 fn is_live(family: &str) -> bool {
     family.starts_with("process_")
+        || family.starts_with("nodewatch_display_")
         || family.starts_with("node_timex_")
         || family.starts_with("node_time_")
         || matches!(
@@ -45,7 +46,7 @@ fn stable(body: &str) -> String {
 }
 
 fn check(tree: &str) {
-    let args = fixture_args(&fixture(tree), &fixture("textfile"));
+    let args = agent_fixture_args(&fixture(tree), &fixture("textfile"));
     let agent = Agent::start(&strs(&args)).expect("agent");
     let body = agent
         .metrics_after_first_collection(&["cpu", "textfile", "netclass", "hwmon"])

@@ -7,12 +7,12 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{fixture_args, strs};
+use common::{agent_fixture_args, strs};
 use nix::sys::signal::Signal;
 use nodewatch_tests::{Agent, agent_binary, fixture, http, workspace_root};
 
 fn pi_agent() -> Agent {
-    let args = fixture_args(&fixture("pi"), &fixture("textfile"));
+    let args = agent_fixture_args(&fixture("pi"), &fixture("textfile"));
     Agent::start(&strs(&args)).expect("start agent")
 }
 

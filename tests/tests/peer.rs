@@ -28,7 +28,8 @@ const LIVE: &[&str] = &[
 ];
 
 fn is_live(family: &str) -> bool {
-    LIVE.contains(&family) || family.starts_with("node_timex_")
+    // process_* describe each exporter's own process.
+    LIVE.contains(&family) || family.starts_with("node_timex_") || family.starts_with("process_")
 }
 
 /// Samples by family, without live ones.
@@ -47,7 +48,8 @@ fn compare(tree: &str) {
     let root = fixture(tree);
     let textfiles = fixture("textfile");
     let args = fixture_args(&root, &textfiles);
-    let agent = Agent::start(&strs(&args)).expect("agent");
+    let agent_args = common::agent_fixture_args(&root, &textfiles);
+    let agent = Agent::start(&strs(&agent_args)).expect("agent");
     let ours = agent
         .metrics_after_first_collection(&["cpu", "textfile", "netclass", "hwmon"])
         .expect("metrics");

@@ -17,10 +17,12 @@ pub mod conntrack;
 pub mod cpu;
 pub mod cpufreq;
 pub mod diskstats;
+pub mod docker;
 pub mod entropy;
 pub mod filefd;
 pub mod filesystem;
 pub mod hwmon;
+pub mod intmax_builder;
 pub mod loadavg;
 pub mod meminfo;
 pub mod netclass;
@@ -113,7 +115,14 @@ pub enum Cadence {
     System,
     /// The textfile collector: `collectors.textfile.interval_secs` (5 s).
     Textfile,
+    /// Collectors that render state kept current by a background task (Docker events,
+    /// builder health checks): every [`WATCH_INTERVAL`], so a change reaches
+    /// `/metrics` well within a second while a run costs microseconds.
+    Watch,
 }
+
+/// Interval of [`Cadence::Watch`] collectors.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A collector known to the agent.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +139,10 @@ pub struct CollectorSpec {
     /// Families from external sources (textfiles) lose against built-in families of
     /// the same name.
     pub external: bool,
+    /// Family names this collector owns even while it does not export them (a
+    /// builder family absent until configured): external families of these names are
+    /// dropped whenever this collector is enabled.
+    pub claims: &'static [&'static str],
 }
 
 const fn system(name: &'static str) -> CollectorSpec {
@@ -139,6 +152,7 @@ const fn system(name: &'static str) -> CollectorSpec {
         cadence: Cadence::System,
         internal: false,
         external: false,
+        claims: &[],
     }
 }
 
@@ -149,10 +163,26 @@ pub const ALL: &[CollectorSpec] = &[
     system("cpu"),
     system("cpufreq"),
     system("diskstats"),
+    CollectorSpec {
+        name: "docker",
+        default_enabled: true,
+        cadence: Cadence::Watch,
+        internal: false,
+        external: false,
+        claims: &[],
+    },
     system("entropy"),
     system("filefd"),
     system("filesystem"),
     system("hwmon"),
+    CollectorSpec {
+        name: "intmax_builder",
+        default_enabled: true,
+        cadence: Cadence::Watch,
+        internal: false,
+        external: false,
+        claims: intmax_builder::FAMILIES,
+    },
     system("loadavg"),
     system("meminfo"),
     system("netclass"),
@@ -169,6 +199,7 @@ pub const ALL: &[CollectorSpec] = &[
         cadence: Cadence::Textfile,
         internal: false,
         external: true,
+        claims: &[],
     },
     system("thermal_zone"),
     system("time"),
@@ -182,6 +213,7 @@ pub const ALL: &[CollectorSpec] = &[
         cadence: Cadence::System,
         internal: true,
         external: false,
+        claims: &[],
     },
 ];
 
@@ -224,6 +256,7 @@ pub fn build(
             roots,
             &ctx.config.collectors.diskstats,
         )?),
+        "docker" => Box::new(docker::DockerCollector::new(&ctx.config.docker)?),
         "entropy" => Box::new(entropy::EntropyCollector::new(roots)),
         "filefd" => Box::new(filefd::FilefdCollector::new(roots)),
         "filesystem" => Box::new(filesystem::FilesystemCollector::new(
@@ -231,6 +264,7 @@ pub fn build(
             &ctx.config.collectors.filesystem,
         )?),
         "hwmon" => Box::new(hwmon::HwmonCollector::new(roots)),
+        "intmax_builder" => Box::new(intmax_builder::BuilderCollector::new(roots, ctx.config)?),
         "loadavg" => Box::new(loadavg::LoadavgCollector::new(roots)),
         "meminfo" => Box::new(meminfo::MeminfoCollector::new(roots)),
         "netclass" => Box::new(netclass::NetclassCollector::new(
@@ -283,6 +317,7 @@ pub fn default_interval(cadence: Cadence, config: &Config) -> Duration {
     match cadence {
         Cadence::System => Duration::from_secs_f64(config.collectors.interval_secs),
         Cadence::Textfile => Duration::from_secs_f64(config.collectors.textfile.interval_secs),
+        Cadence::Watch => WATCH_INTERVAL,
     }
 }
 
@@ -396,8 +431,13 @@ pub(crate) mod test_support {
     /// exactly as rendered), or panics listing what was there.
     pub fn value_of(text: &str, series: &str) -> f64 {
         for line in text.lines() {
-            if let Some(v) = line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')) {
-                return v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}"));
+            if let Some(v) = line
+                .strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+            {
+                return v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}"));
             }
         }
         panic!("no sample {series} in:\n{text}");

@@ -13,6 +13,18 @@ pub fn fixture_args(root: &Path, textfile_dir: &Path) -> Vec<String> {
     ]
 }
 
+/// [`fixture_args`] for the agent: also turns off the collectors that read live
+/// services (the Docker engine, the builder; tested in builder.rs), so the fixture
+/// textfile's `intmax_builder_*` families are served.
+pub fn agent_fixture_args(root: &Path, textfile_dir: &Path) -> Vec<String> {
+    let mut args = fixture_args(root, textfile_dir);
+    args.extend([
+        "--no-collector.docker".to_string(),
+        "--no-collector.intmax_builder".to_string(),
+    ]);
+    args
+}
+
 /// Copies a fixture tree (symlinks kept) to a temp dir the test may break.
 pub fn copy_tree(src: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");

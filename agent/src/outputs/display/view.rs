@@ -1,0 +1,445 @@
+//! Fills the display's view model from the snapshot's last good families.
+//!
+//! Each figure comes from one collector's slot; while that collector fails, its last
+//! values stay and the figure's [`Source`] is marked stale. A collector absent on this
+//! machine (no data) leaves its figures unknown (`--`), never 0.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nodewatch_display::{Builder, BuilderState, Source, Usage, ViewModel};
+use prometheus::proto::{Metric, MetricFamily};
+
+use super::wallet::WalletState;
+use crate::snapshot::{SlotState, Snapshot};
+
+/// How often the IP address is looked up again.
+const IP_REFRESH: Duration = Duration::from_secs(30);
+
+/// Builds view models, keeping what needs two readings (CPU share) or is costly to
+/// read on every frame (the IP address).
+#[derive(Debug)]
+pub struct ViewBuilder {
+    node_name: String,
+    /// Busy and total CPU seconds at the previous distinct reading.
+    cpu_previous: Option<(f64, f64)>,
+    cpu_percent: Option<f32>,
+    ip: Option<(Instant, Option<String>)>,
+    wallet: Option<Arc<Mutex<WalletState>>>,
+}
+
+fn label<'a>(metric: &'a Metric, name: &str) -> Option<&'a str> {
+    metric
+        .get_label()
+        .iter()
+        .find(|l| l.name() == name)
+        .map(|l| l.value())
+}
+
+/// One sample: its labels and value.
+struct Sample<'a> {
+    metric: &'a Metric,
+    value: f64,
+}
+
+impl Sample<'_> {
+    fn label(&self, name: &str) -> Option<&str> {
+        label(self.metric, name)
+    }
+}
+
+fn family<'a>(families: &'a [MetricFamily], name: &str) -> Vec<Sample<'a>> {
+    families
+        .iter()
+        .find(|f| f.name() == name)
+        .map(|f| {
+            let kind = f.get_field_type();
+            f.get_metric()
+                .iter()
+                .map(|metric| Sample {
+                    metric,
+                    value: nodewatch_http::exposition::simple_value(kind, metric),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn first_value(families: &[MetricFamily], name: &str) -> Option<f64> {
+    family(families, name).first().map(|s| s.value)
+}
+
+/// One collector's families for the view: `None` when it is absent, disabled or has
+/// never succeeded; `stale` when it fails now.
+struct Reading {
+    state: SlotState,
+    stale: bool,
+}
+
+fn reading(snapshot: &Snapshot, collector: &str) -> Option<Reading> {
+    let state = snapshot.slot(collector)?.state();
+    if state.last_success.is_none() || (!state.ok && state.no_data) {
+        return None;
+    }
+    Some(Reading {
+        stale: !state.ok,
+        state,
+    })
+}
+
+/// CPU busy and total seconds over every CPU.
+pub fn cpu_seconds(families: &[MetricFamily]) -> Option<(f64, f64)> {
+    let metrics = family(families, "node_cpu_seconds_total");
+    if metrics.is_empty() {
+        return None;
+    }
+    let (mut busy, mut total) = (0.0, 0.0);
+    for m in &metrics {
+        total += m.value;
+        if !matches!(m.label("mode"), Some("idle" | "iowait")) {
+            busy += m.value;
+        }
+    }
+    Some((busy, total))
+}
+
+/// The SoC temperature: the Pi's `cpu-thermal` zone, else another CPU zone, else the
+/// first zone.
+pub fn soc_temperature(families: &[MetricFamily]) -> Option<f64> {
+    let zones = family(families, "node_thermal_zone_temp");
+    let by_type = |want: &dyn Fn(&str) -> bool| {
+        zones
+            .iter()
+            .find(|m| m.label("type").is_some_and(want))
+            .map(|m| m.value)
+    };
+    by_type(&|t| t == "cpu-thermal")
+        .or_else(|| by_type(&|t| t.contains("cpu") || t.contains("pkg") || t.contains("soc")))
+        .or_else(|| zones.first().map(|m| m.value))
+}
+
+/// The address this node is reached on: the source address of the default route
+/// (a UDP "connect" sends no packet).
+fn primary_ip() -> Option<String> {
+    let socket = UdpSocket::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))).ok()?;
+    socket
+        .connect(SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 9)))
+        .ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_unspecified()).then(|| ip.to_string())
+}
+
+impl ViewBuilder {
+    /// A builder for this node.
+    pub fn new(node_name: String) -> Self {
+        Self {
+            node_name,
+            cpu_previous: None,
+            cpu_percent: None,
+            ip: None,
+            wallet: None,
+        }
+    }
+
+    /// Takes wallet figures from `wallet` (polled by [`super::wallet::spawn`]).
+    pub fn with_wallet(mut self, wallet: Option<Arc<Mutex<WalletState>>>) -> Self {
+        self.wallet = wallet;
+        self
+    }
+
+    /// The view model now.
+    pub fn build(&mut self, snapshot: &Snapshot, now: Instant) -> ViewModel {
+        let mut model = ViewModel {
+            node_name: self.node_name.clone(),
+            ..ViewModel::default()
+        };
+        let mut oldest_stale: Option<SystemTime> = None;
+        let mut mark = |model: &mut ViewModel, r: &Reading, source: Source| {
+            if r.stale {
+                if !model.stale.contains(&source) {
+                    model.stale.push(source);
+                }
+                if let Some(t) = r.state.last_success {
+                    oldest_stale = Some(oldest_stale.map_or(t, |o| o.min(t)));
+                }
+            }
+        };
+        if let Some(r) = reading(snapshot, "cpu") {
+            if let Some((busy, total)) = cpu_seconds(&r.state.families) {
+                if let Some((b0, t0)) = self.cpu_previous
+                    && total > t0
+                {
+                    self.cpu_percent =
+                        Some(((busy - b0) / (total - t0) * 100.0).clamp(0.0, 100.0) as f32);
+                }
+                if self.cpu_previous.is_none_or(|(_, t0)| total != t0) {
+                    self.cpu_previous = Some((busy, total));
+                }
+            }
+            model.cpu_percent = self.cpu_percent;
+            mark(&mut model, &r, Source::Cpu);
+        }
+        if let Some(r) = reading(snapshot, "thermal_zone") {
+            model.soc_temp_celsius = soc_temperature(&r.state.families).map(|t| t as f32);
+            mark(&mut model, &r, Source::Temperature);
+        }
+        if let Some(r) = reading(snapshot, "meminfo") {
+            let f = &r.state.families;
+            if let (Some(total), Some(available)) = (
+                first_value(f, "node_memory_MemTotal_bytes"),
+                first_value(f, "node_memory_MemAvailable_bytes"),
+            ) {
+                model.memory = Some(Usage {
+                    used_bytes: (total - available).max(0.0) as u64,
+                    total_bytes: total as u64,
+                });
+            }
+            mark(&mut model, &r, Source::Memory);
+        }
+        if let Some(r) = reading(snapshot, "filesystem") {
+            let f = &r.state.families;
+            let root = |name| {
+                family(f, name)
+                    .iter()
+                    .find(|m| m.label("mountpoint") == Some("/"))
+                    .map(|m| m.value)
+            };
+            if let (Some(size), Some(avail)) = (
+                root("node_filesystem_size_bytes"),
+                root("node_filesystem_avail_bytes"),
+            ) {
+                model.disk = Some(Usage {
+                    used_bytes: (size - avail).max(0.0) as u64,
+                    total_bytes: size as u64,
+                });
+            }
+            mark(&mut model, &r, Source::Disk);
+        }
+        if let Some(r) = reading(snapshot, "pi") {
+            let throttled = family(&r.state.families, "nodewatch_pi_throttled");
+            let condition = |names: &[&str]| {
+                let matching: Vec<_> = throttled
+                    .iter()
+                    .filter(|m| m.label("condition").is_some_and(|c| names.contains(&c)))
+                    .collect();
+                (!matching.is_empty()).then(|| matching.iter().any(|m| m.value > 0.0))
+            };
+            model.under_voltage = condition(&["under_voltage"]);
+            model.throttled = condition(&["throttled", "freq_capped", "soft_temp_limit"]);
+            mark(&mut model, &r, Source::Power);
+        }
+        if let Some(r) = reading(snapshot, "intmax_builder") {
+            model.builder = builder_view(&r.state.families);
+            if model.builder.is_some() {
+                mark(&mut model, &r, Source::Builder);
+            }
+        }
+        if let Some(wallet) = &self.wallet {
+            let w = wallet.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            model.wallet = w.wallet;
+            if w.stale {
+                model.stale.push(Source::Wallet);
+                if let Some(t) = w.last_success {
+                    oldest_stale = Some(oldest_stale.map_or(t, |o| o.min(t)));
+                }
+            }
+        }
+        model.ip_address = self.ip_address(now);
+        if let Some(t) = oldest_stale {
+            model.stale_age_secs = Some(
+                SystemTime::now()
+                    .duration_since(t)
+                    .unwrap_or_default()
+                    .as_secs(),
+            );
+        }
+        model
+    }
+
+    fn ip_address(&mut self, now: Instant) -> Option<String> {
+        match &self.ip {
+            Some((at, ip)) if now.saturating_duration_since(*at) < IP_REFRESH => ip.clone(),
+            _ => {
+                let ip = primary_ip();
+                self.ip = Some((now, ip.clone()));
+                ip
+            }
+        }
+    }
+}
+
+/// The builder from its families (design §2 names); `None` when it exports none.
+pub fn builder_view(families: &[MetricFamily]) -> Option<Builder> {
+    let flag = |name| first_value(families, name).map(|v| v > 0.0);
+    let ready = flag("intmax_builder_ready");
+    let running =
+        flag("intmax_builder_container_running").or(flag("intmax_builder_process_running"));
+    let state = match (ready, running) {
+        (None, None) => return None,
+        (Some(true), _) => BuilderState::Ready,
+        (_, Some(true)) => BuilderState::Starting,
+        (Some(false), _) | (_, Some(false)) => BuilderState::Down,
+    };
+    let version = families
+        .iter()
+        .filter(|f| f.name().starts_with("intmax_builder"))
+        .flat_map(|f| f.get_metric())
+        .find_map(|m| label(m, "version"))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    Some(Builder {
+        state,
+        uptime_secs: first_value(families, "intmax_builder_uptime_seconds")
+            .map(|v| v.max(0.0) as u64),
+        version,
+        data_dir_bytes: first_value(families, "intmax_builder_data_dir_bytes")
+            .map(|v| v.max(0.0) as u64),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collectors::CollectorSpec;
+    use crate::metrics::MetricSink;
+
+    fn spec(name: &'static str) -> &'static CollectorSpec {
+        crate::collectors::spec(name).expect("known collector")
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot::new(
+            ["cpu", "thermal_zone", "meminfo", "filesystem", "pi"]
+                .into_iter()
+                .map(|n| (spec(n), Duration::from_secs(2)))
+                .collect(),
+        )
+    }
+
+    fn cpu(idle: f64, user: f64) -> Vec<MetricFamily> {
+        let mut sink = MetricSink::new();
+        let help = "Seconds the CPUs spent in each mode.";
+        sink.counter(
+            "node_cpu_seconds_total",
+            help,
+            &[("cpu", "0"), ("mode", "idle")],
+            idle,
+        );
+        sink.counter(
+            "node_cpu_seconds_total",
+            help,
+            &[("cpu", "0"), ("mode", "user")],
+            user,
+        );
+        sink.into_families()
+    }
+
+    fn index(s: &Snapshot, name: &str) -> usize {
+        s.slots()
+            .iter()
+            .position(|x| x.spec.name == name)
+            .expect("slot")
+    }
+
+    #[test]
+    fn fills_figures_and_marks_stale_sources() {
+        let s = snapshot();
+        let now = Instant::now();
+        let mut b = ViewBuilder::new("pi-01".into());
+        let m = b.build(&s, now);
+        assert_eq!(m.cpu_percent, None, "nothing collected yet: unknown, not 0");
+        assert!(m.stale.is_empty());
+
+        let i = index(&s, "cpu");
+        s.store_success(i, cpu(100.0, 100.0), Duration::ZERO);
+        assert_eq!(
+            b.build(&s, now).cpu_percent,
+            None,
+            "one reading gives no share"
+        );
+        s.store_success(i, cpu(175.0, 125.0), Duration::ZERO);
+        assert_eq!(b.build(&s, now).cpu_percent, Some(25.0));
+        // The same reading again (display faster than the collector) keeps the share.
+        assert_eq!(b.build(&s, now).cpu_percent, Some(25.0));
+
+        let mut sink = MetricSink::new();
+        sink.gauge(
+            "node_thermal_zone_temp",
+            "t",
+            &[("type", "cpu-thermal"), ("zone", "0")],
+            48.5,
+        );
+        s.store_success(
+            index(&s, "thermal_zone"),
+            sink.into_families(),
+            Duration::ZERO,
+        );
+        let mut sink = MetricSink::new();
+        sink.gauge(
+            "nodewatch_pi_throttled",
+            "t",
+            &[("condition", "under_voltage")],
+            1.0,
+        );
+        sink.gauge(
+            "nodewatch_pi_throttled",
+            "t",
+            &[("condition", "throttled")],
+            0.0,
+        );
+        s.store_success(index(&s, "pi"), sink.into_families(), Duration::ZERO);
+
+        s.store_failure(i, "cannot read /proc/stat".into(), false, Duration::ZERO);
+        let m = b.build(&s, now);
+        assert_eq!(m.cpu_percent, Some(25.0), "last value kept");
+        assert_eq!(m.stale, vec![Source::Cpu]);
+        assert_eq!(m.stale_age_secs, Some(0));
+        assert_eq!(m.soc_temp_celsius, Some(48.5));
+        assert_eq!(m.under_voltage, Some(true));
+        assert_eq!(m.throttled, Some(false));
+        assert_eq!(m.memory, None);
+
+        // Source gone for good (no data): unknown, not stale.
+        s.store_failure(index(&s, "pi"), "no data".into(), true, Duration::ZERO);
+        assert_eq!(b.build(&s, now).under_voltage, None);
+    }
+
+    #[test]
+    fn wallet_figures_and_their_staleness() {
+        let s = snapshot();
+        let state = Arc::new(Mutex::new(WalletState::default()));
+        let mut b = ViewBuilder::new("pi-01".into()).with_wallet(Some(state.clone()));
+        assert_eq!(
+            b.build(&s, Instant::now()).wallet.eth,
+            None,
+            "unknown until read"
+        );
+        {
+            let mut w = state.lock().expect("lock");
+            w.wallet.eth = Some(0.5);
+            w.last_success = Some(SystemTime::now());
+            w.stale = true;
+        }
+        let m = b.build(&s, Instant::now());
+        assert_eq!(m.wallet.eth, Some(0.5));
+        assert_eq!(m.stale, vec![Source::Wallet]);
+    }
+
+    #[test]
+    fn builder_states() {
+        let mut sink = MetricSink::new();
+        sink.gauge("intmax_builder_ready", "r", &[("node", "n")], 0.0);
+        sink.gauge(
+            "intmax_builder_container_running",
+            "r",
+            &[("node", "n")],
+            1.0,
+        );
+        sink.gauge("intmax_builder_uptime_seconds", "u", &[("node", "n")], 90.0);
+        let b = builder_view(&sink.into_families()).expect("builder");
+        assert_eq!(b.state, BuilderState::Starting);
+        assert_eq!(b.uptime_secs, Some(90));
+        assert_eq!(builder_view(&[]), None);
+    }
+}
