@@ -25,9 +25,22 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q
-  # Debian's packages may start their own services on 9090/9100 where systemd runs;
-  # the tests never assume those ports.
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Keep Debian's packages from starting their services on install: Docker's own
+  # daemon would create its default 172.x bridge (off limits here; the tests run a
+  # private dockerd without one), and Prometheus/node_exporter would take 9090/9100.
+  # policy-rc.d exit 101 = "action forbidden", honoured by invoke-rc.d and
+  # deb-systemd-invoke. An existing policy is left alone.
+  policy=/usr/sbin/policy-rc.d
+  added_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"
+    added_policy=1
+  fi
+  status=0
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" || status=$?
+  if [ "$added_policy" = 1 ]; then as_root rm -f "$policy"; fi
+  [ "$status" = 0 ] || exit "$status"
 fi
 prometheus --version 2>&1 | head -1
 prometheus-node-exporter --version 2>&1 | head -1
