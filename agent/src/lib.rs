@@ -10,6 +10,7 @@
 //! - [`scheduler`]: runs collectors in the background with intervals and timeouts.
 //! - [`snapshot`]: the latest results and the cached `/metrics` body.
 //! - [`outputs`]: what the agent drives: the OLED display (simulated without one).
+//! - [`http_client`]: the one HTTP client (plain HTTP GETs to local endpoints).
 //! - [`daemon`]: wiring, the HTTP server and shutdown.
 //!
 //! Library errors are `thiserror` enums ([`collectors::CollectError`],
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod collectors;
 pub mod config;
 pub mod daemon;
+pub mod http_client;
 pub mod metrics;
 pub mod outputs;
 pub mod paths;

@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use nodewatch_display::Wallet;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::collectors::intmax_builder::health::{HttpUrl, parse_http_url, parse_response};
 use crate::collectors::textfile::parser::{self, Family, Value};
+use crate::http_client::{HttpUrl, parse_http_url};
 
 /// Largest `/metrics` body read from an exporter.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -103,36 +102,11 @@ fn merge(into: &mut Wallet, from: Wallet) {
 /// GETs a `/metrics` text body.
 pub async fn fetch(url: &HttpUrl, timeout: Duration) -> Result<String, String> {
     let get = async {
-        let mut stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
-            .await
-            .map_err(|e| format!("cannot connect: {e}"))?;
-        let host = if url.host.contains(':') {
-            format!("[{}]:{}", url.host, url.port)
-        } else {
-            format!("{}:{}", url.host, url.port)
-        };
-        let request = format!(
-            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: nodewatch-agent\r\nAccept: text/plain\r\nConnection: close\r\n\r\n",
-            url.path
-        );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| format!("cannot send the request: {e}"))?;
-        let mut response = Vec::with_capacity(8192);
-        (&mut stream)
-            .take(MAX_RESPONSE as u64 + 1)
-            .read_to_end(&mut response)
-            .await
-            .map_err(|e| format!("cannot read the answer: {e}"))?;
-        if response.len() > MAX_RESPONSE {
-            return Err(format!("answer larger than {MAX_RESPONSE} bytes"));
-        }
-        let (status, body) = parse_response(&response)?;
+        let (status, body) = crate::http_client::get(url, "text/plain", MAX_RESPONSE).await?;
         if status != 200 {
             return Err(format!("HTTP status {status}"));
         }
-        String::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())
+        String::from_utf8(body.to_vec()).map_err(|_| "body is not UTF-8".to_string())
     };
     match tokio::time::timeout(timeout, get).await {
         Ok(result) => result,
