@@ -22,6 +22,9 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# node + npm: the Scroll exporters' tests run anvil (a real EVM node) from npm. Any
+# node ≥ 18 with npm will do (this machine may have NodeSource's, whose nodejs bundles npm).
+command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   as_root apt-get update -q
@@ -45,6 +48,16 @@ fi
 prometheus --version 2>&1 | head -1
 prometheus-node-exporter --version 2>&1 | head -1
 dockerd --version 2>&1 | head -1
+echo "node $(node --version), npm $(npm --version)"
+
+log "npm ci (anvil, solc-js) into target/npm"
+# From the committed lock file; the harness (tests/src/evm.rs) does the same on first
+# use if this step was skipped. NODEWATCH_NPM_DIR moves it.
+npm_dir=${NODEWATCH_NPM_DIR:-target/npm}
+mkdir -p "$npm_dir"
+cp tests/evm/package.json tests/evm/package-lock.json "$npm_dir"/
+(cd "$npm_dir" && npm ci --no-audit --no-fund --loglevel=error)
+"$npm_dir"/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil --version | head -1
 
 log "rust toolchain"
 cargo --version

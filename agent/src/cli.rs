@@ -135,6 +135,21 @@ pub enum Command {
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
     },
+    /// Local alert rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+/// `rules` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Write the rules in effect (defaults and `[[alerts.rules]]`) as a Prometheus
+    /// rule file, for the central Prometheus.
+    Export {
+        /// Where to write it; standard output without it.
+        #[arg(long, value_name = "FILE.yml")]
+        out: Option<PathBuf>,
+    },
 }
 
 /// node_exporter collector options that take no value (booleans), so the argument
@@ -465,6 +480,16 @@ mod tests {
             Cli::try_from_args(args(&["render", "--page", "system"])).is_err(),
             "--out required"
         );
+    }
+
+    #[test]
+    fn rules_export_subcommand() {
+        let cli = Cli::try_from_args(args(&["rules", "export", "--out", "r.yml"])).expect("parse");
+        let Some(Command::Rules(RulesCommand::Export { out })) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(out.as_deref(), Some(std::path::Path::new("r.yml")));
+        assert!(Cli::try_from_args(args(&["rules", "export"])).is_ok());
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub struct Config {
     pub builder: BuilderConfig,
     /// The OLED display (SSD1306 on I2C, simulated without one) and `/display.png`.
     pub display: crate::outputs::display::DisplayConfig,
+    /// Local alert rules (built-in defaults plus `[[alerts.rules]]`).
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 impl Default for Config {
@@ -81,6 +83,7 @@ impl Default for Config {
             docker: DockerConfig::default(),
             builder: BuilderConfig::default(),
             display: crate::outputs::display::DisplayConfig::default(),
+            alerts: crate::alerts::AlertsConfig::default(),
         }
     }
 }
@@ -411,6 +414,9 @@ impl Config {
             }
         })?;
         config.collectors.textfile.directory_explicit = text_sets_textfile_directory(text);
+        // Rules are checked here, where the text is at hand, so an error in an
+        // expression points at its line and column in the file.
+        crate::alerts::compile(&config.alerts).map_err(|e| rule_error(text, path, e))?;
         Ok(config)
     }
 
@@ -467,6 +473,10 @@ impl Config {
             self.builder.data_dir_interval_secs,
         )?;
         positive("collectors.timeout_secs", self.collectors.timeout_secs)?;
+        positive(
+            "alerts.evaluation_interval_secs",
+            self.alerts.evaluation_interval_secs,
+        )?;
         positive(
             "collectors.textfile.interval_secs",
             self.collectors.textfile.interval_secs,
@@ -570,6 +580,36 @@ fn text_sets_textfile_directory(text: &str) -> bool {
         .is_some()
 }
 
+/// A rule error as a configuration error: at the expression's place in the file when
+/// it came from one (the column within a one-line basic string), else the rule's name.
+fn rule_error(text: &str, path: &Path, e: crate::alerts::RuleError) -> ConfigError {
+    match (&e.span, e.column) {
+        (Some(span), Some(column)) => {
+            // Skip the opening quote; count the column in characters.
+            let value_start = span.start + 1;
+            let offset = text
+                .get(value_start..span.end)
+                .and_then(|v| {
+                    v.char_indices()
+                        .nth(column - 1)
+                        .map(|(i, _)| value_start + i)
+                })
+                .unwrap_or(span.end.saturating_sub(1));
+            let (line, column) = line_column(text, offset);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: format!("alerts rule {:?}: {}: {}", e.rule, e.key, e.message),
+            }
+        }
+        _ => ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
 /// 1-based line and column of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -615,6 +655,31 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 1);
+    }
+
+    #[test]
+    fn alert_rule_errors_point_into_the_file() {
+        let text = "[alerts]\n[[alerts.rules]]\nname = \"X\"\nseverity = \"info\"\nexpr = \"up{job=\\\"a\\\" > 1\"\n";
+        let err = Config::parse(text, Path::new("a.toml")).expect_err("bad expr");
+        assert!(err.to_string().starts_with("a.toml:5:"), "{err}");
+        let text =
+            "[[alerts.rules]]\nname = \"X\"\nseverity = \"info\"\nexpr = 'up{job=\"a\" > 1'\n";
+        let err = Config::parse(text, Path::new("a.toml")).expect_err("bad expr");
+        // `>` is column 12 of the expression, which starts at column 9.
+        assert!(
+            err.to_string()
+                .starts_with("a.toml:4:20: alerts rule \"X\": expr:"),
+            "{err}"
+        );
+        let err = Config::parse("[alerts]\ndisable = [\"Nope\"]\n", Path::new("a.toml"))
+            .expect_err("unknown rule");
+        assert!(err.to_string().contains("Nope"), "{err}");
+        let err = Config::parse(
+            "[[alerts.rules]]\nname = \"X\"\nseverity = \"urgent\"\nexpr = \"up\"\n",
+            Path::new("a.toml"),
+        )
+        .expect_err("bad severity");
+        assert!(err.to_string().starts_with("a.toml:3:"), "{err}");
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub async fn run(
     let (snapshot, scheduled) = prepare(&config)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
+    let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
     let button = crate::outputs::button::spawn(&config, stop_rx.clone());
     let display = crate::outputs::display::spawn(
         &config,
@@ -95,6 +96,9 @@ pub async fn run(
     // The display blanks the panel before it ends.
     if let Some(task) = display_task {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    if let Some(task) = alerts {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     // Collectors stop at their next await; a collector stuck in a system call is left
     // behind (its thread ends with the process).

@@ -9,6 +9,7 @@
 //! - [`metrics`]: building metric families.
 //! - [`scheduler`]: runs collectors in the background with intervals and timeouts.
 //! - [`snapshot`]: the latest results and the cached `/metrics` body.
+//! - [`alerts`]: local alert rules, evaluated on the snapshot; `rules export`.
 //! - [`outputs`]: what the agent drives: the OLED display (simulated without one).
 //! - [`http_client`]: the one HTTP client (plain HTTP GETs to local endpoints).
 //! - [`daemon`]: wiring, the HTTP server and shutdown.
@@ -16,6 +17,7 @@
 //! Library errors are `thiserror` enums ([`collectors::CollectError`],
 //! [`config::ConfigError`]); the binary and [`daemon`] use `anyhow`.
 
+pub mod alerts;
 pub mod cli;
 pub mod collectors;
 pub mod config;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use nodewatch_agent::cli::{Cli, Command};
+use nodewatch_agent::cli::{Cli, Command, RulesCommand};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
 use nodewatch_agent::outputs::display;
@@ -55,6 +55,23 @@ fn main() -> ExitCode {
         Some(Command::BenchDisplay { iterations }) => {
             print!("{}", display::bench::report(iterations));
             ExitCode::SUCCESS
+        }
+        Some(Command::Rules(RulesCommand::Export { out })) => {
+            let rules = match nodewatch_agent::alerts::effective_rules(&config.alerts) {
+                Ok(r) => r,
+                Err(e) => return fail(&e.to_string()),
+            };
+            let text = nodewatch_agent::alerts::export::rule_file(&rules);
+            match out {
+                Some(path) => match std::fs::write(&path, text) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fail(&format!("{}: cannot write: {e}", path.display())),
+                },
+                None => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+            }
         }
         None => run(config),
     }

@@ -73,6 +73,8 @@ pub struct Snapshot {
     claimed_names: HashSet<&'static str>,
     /// Health and metrics of the outputs (display, …).
     outputs: crate::outputs::OutputRegistry,
+    /// Firing local alerts, as the last evaluation left them.
+    alerts: RwLock<Vec<crate::alerts::FiringAlert>>,
     version: String,
 }
 
@@ -117,6 +119,7 @@ impl Snapshot {
             builtin_names: RwLock::new(HashSet::new()),
             claimed_names,
             outputs: crate::outputs::OutputRegistry::default(),
+            alerts: RwLock::new(Vec::new()),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -194,6 +197,16 @@ impl Snapshot {
     /// The outputs' health and metrics.
     pub fn outputs(&self) -> &crate::outputs::OutputRegistry {
         &self.outputs
+    }
+
+    /// Replaces the firing local alerts (after each evaluation).
+    pub fn set_alerts(&self, alerts: Vec<crate::alerts::FiringAlert>) {
+        *write(&self.alerts) = alerts;
+    }
+
+    /// The firing local alerts, most severe first.
+    pub fn alerts(&self) -> Vec<crate::alerts::FiringAlert> {
+        read(&self.alerts).clone()
     }
 
     /// Seconds since the snapshot was made (the agent's uptime).
@@ -296,7 +309,10 @@ impl MetricsSource for Snapshot {
             uptime_seconds: uptime.as_secs_f64(),
             collectors,
             outputs,
-            alerts: Vec::new(),
+            alerts: read(&self.alerts)
+                .iter()
+                .filter_map(|a| serde_json::to_value(a).ok())
+                .collect(),
         }
     }
 }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)] // test support: a failed setup should stop the test loudly
 
 pub mod docker;
+pub mod evm;
 pub mod metrics_text;
 pub mod process;
 
@@ -349,4 +350,31 @@ pub fn promtool_check_metrics(body: &str) -> Result<(bool, Vec<String>)> {
             .filter(|l| !l.trim().is_empty())
             .collect(),
     ))
+}
+
+/// Runs `promtool` with `args` in `dir`; returns (exit success, stdout and stderr).
+pub fn promtool(dir: &Path, args: &[&str]) -> Result<(bool, String)> {
+    let output = std::process::Command::new(program("promtool", "prometheus")?)
+        .current_dir(dir)
+        .args(args)
+        .output()?;
+    Ok((
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    ))
+}
+
+/// `promtool test rules FILE` (run in the file's directory, so its `rule_files` are
+/// found next to it).
+pub fn promtool_test_rules(test_file: &Path) -> Result<(bool, String)> {
+    let dir = test_file.parent().unwrap_or(Path::new("."));
+    let name = test_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow::anyhow!("bad test file name {}", test_file.display()))?;
+    promtool(dir, &["test", "rules", name])
 }

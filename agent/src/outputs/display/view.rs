@@ -245,6 +245,21 @@ impl ViewBuilder {
                 }
             }
         }
+        // Firing local alerts, one entry per rule (most severe first); the display's
+        // controller keeps which critical alert the button acknowledged.
+        for alert in snapshot.alerts() {
+            if !model.alerts.iter().any(|a| a.name == alert.alertname) {
+                model.alerts.push(nodewatch_display::Alert {
+                    name: alert.alertname,
+                    severity: match alert.severity {
+                        crate::alerts::Severity::Critical => nodewatch_display::Severity::Critical,
+                        crate::alerts::Severity::Warning => nodewatch_display::Severity::Warning,
+                        crate::alerts::Severity::Info => nodewatch_display::Severity::Info,
+                    },
+                    acknowledged: false,
+                });
+            }
+        }
         model.ip_address = self.ip_address(now);
         if let Some(t) = oldest_stale {
             model.stale_age_secs = Some(
@@ -441,5 +456,41 @@ mod tests {
         assert_eq!(b.state, BuilderState::Starting);
         assert_eq!(b.uptime_secs, Some(90));
         assert_eq!(builder_view(&[]), None);
+    }
+
+    #[test]
+    fn firing_alerts_reach_the_model_once_per_rule() {
+        let s = snapshot();
+        let alert = |name: &str, severity, mountpoint: &str| crate::alerts::FiringAlert {
+            alertname: name.into(),
+            severity,
+            labels: [("mountpoint".to_string(), mountpoint.to_string())].into(),
+            value: 95.0,
+            summary: String::new(),
+            description: String::new(),
+            active_since_unix: 0.0,
+        };
+        s.set_alerts(vec![
+            alert("DiskFull", crate::alerts::Severity::Critical, "/"),
+            alert("DiskFull", crate::alerts::Severity::Critical, "/data"),
+            alert("MemoryLow", crate::alerts::Severity::Warning, ""),
+        ]);
+        let m = ViewBuilder::new("pi".into()).build(&s, Instant::now());
+        let names: Vec<_> = m
+            .alerts
+            .iter()
+            .map(|a| (a.name.as_str(), a.severity))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("DiskFull", nodewatch_display::Severity::Critical),
+                ("MemoryLow", nodewatch_display::Severity::Warning)
+            ]
+        );
+        assert_eq!(
+            m.unacknowledged_critical().map(|a| a.name.as_str()),
+            Some("DiskFull")
+        );
     }
 }

@@ -1,0 +1,477 @@
+//! Buzzer patterns, quiet hours and persisted acknowledgements (issue 5, part 3).
+//!
+//! UNFINISHED: nothing here is wired into the daemon or the config yet. It is the
+//! tested core the GPIO output will drive: what to sound when ([`BuzzerPolicy`],
+//! [`Buzzer::next_sound`]), how ([`pattern`], [`play`] on any embedded-hal 1.0
+//! `OutputPin`), and which alerts the operator acknowledged ([`AckStore`], a JSON file
+//! in `state_dir`). Left to do: the `[buzzer]` config section, the task that feeds it
+//! the evaluator's alerts and the button's events (press = acknowledge, long press =
+//! mute for an hour), the rppal pin at the edge and its simulated (logged) form, the LED.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use embedded_hal::digital::OutputPin;
+
+use super::{FiringAlert, Severity};
+
+/// One step of a pattern: the buzzer on or off for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Sounding.
+    pub on: bool,
+    /// For how long.
+    pub duration: Duration,
+}
+
+const fn step(on: bool, millis: u64) -> Step {
+    Step {
+        on,
+        duration: Duration::from_millis(millis),
+    }
+}
+
+/// What the buzzer plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sound {
+    /// Three beeps and a pause; played again every cycle until acknowledged.
+    Critical,
+    /// One short chirp.
+    Warning,
+    /// One short tone, lower in duty than a chirp is long.
+    Resolved,
+}
+
+const CRITICAL: &[Step] = &[
+    step(true, 200),
+    step(false, 150),
+    step(true, 200),
+    step(false, 150),
+    step(true, 200),
+    step(false, 1100),
+];
+const WARNING: &[Step] = &[step(true, 80)];
+const RESOLVED: &[Step] = &[step(true, 300)];
+
+/// The steps of a sound (a critical cycle lasts 2 s).
+pub fn pattern(sound: Sound) -> &'static [Step] {
+    match sound {
+        Sound::Critical => CRITICAL,
+        Sound::Warning => WARNING,
+        Sound::Resolved => RESOLVED,
+    }
+}
+
+/// Plays steps on a pin (high = sounding, for an active buzzer), leaving it low.
+pub async fn play<P: OutputPin>(pin: &mut P, steps: &[Step]) -> Result<(), P::Error> {
+    for s in steps {
+        if s.on {
+            pin.set_high()?;
+        } else {
+            pin.set_low()?;
+        }
+        tokio::time::sleep(s.duration).await;
+    }
+    pin.set_low()
+}
+
+/// A daily span of local time in which warnings are silent, e.g. `22:00-07:00`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuietHours {
+    start_minute: u16,
+    end_minute: u16,
+}
+
+impl QuietHours {
+    /// Parses `HH:MM-HH:MM` (it may wrap past midnight).
+    pub fn parse(text: &str) -> Result<QuietHours, String> {
+        let minute = |hm: &str| -> Option<u16> {
+            let (h, m) = hm.trim().split_once(':')?;
+            let (h, m) = (h.parse::<u16>().ok()?, m.parse::<u16>().ok()?);
+            (h < 24 && m < 60 && hm.trim().len() == 5).then_some(h * 60 + m)
+        };
+        let bad = || format!("quiet hours must look like 22:00-07:00, found {text:?}");
+        let (start, end) = text.split_once('-').ok_or_else(bad)?;
+        Ok(QuietHours {
+            start_minute: minute(start).ok_or_else(bad)?,
+            end_minute: minute(end).ok_or_else(bad)?,
+        })
+    }
+
+    /// Whether a minute of the day (0..1440) is inside.
+    pub fn contains(&self, minute_of_day: u16) -> bool {
+        if self.start_minute <= self.end_minute {
+            (self.start_minute..self.end_minute).contains(&minute_of_day)
+        } else {
+            minute_of_day >= self.start_minute || minute_of_day < self.end_minute
+        }
+    }
+}
+
+/// When the buzzer sounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuzzerPolicy {
+    /// Time between chirps while a warning fires.
+    pub warning_repeat: Duration,
+    /// Quiet hours: warnings and resolutions are silent.
+    pub quiet_hours: Option<QuietHours>,
+    /// Whether critical alerts sound in quiet hours too (default yes).
+    pub critical_in_quiet_hours: bool,
+    /// How long a long press mutes the buzzer.
+    pub mute_for: Duration,
+}
+
+impl Default for BuzzerPolicy {
+    fn default() -> Self {
+        Self {
+            warning_repeat: Duration::from_secs(600),
+            quiet_hours: None,
+            critical_in_quiet_hours: true,
+            mute_for: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Decides, cycle by cycle, what to play.
+#[derive(Debug, Clone)]
+pub struct Buzzer {
+    policy: BuzzerPolicy,
+    last_chirp: Option<Instant>,
+    muted_until: Option<Instant>,
+}
+
+impl Buzzer {
+    /// A buzzer that has not sounded yet.
+    pub fn new(policy: BuzzerPolicy) -> Self {
+        Self {
+            policy,
+            last_chirp: None,
+            muted_until: None,
+        }
+    }
+
+    /// A long press: silent until `now + mute_for`.
+    pub fn mute(&mut self, now: Instant) {
+        self.muted_until = Some(now + self.policy.mute_for);
+    }
+
+    /// What to play now. `firing` pairs each firing alert with whether it was
+    /// acknowledged; `resolved` says an alert resolved since the last call;
+    /// `minute_of_day` is local time, for quiet hours.
+    pub fn next_sound(
+        &mut self,
+        firing: &[(FiringAlert, bool)],
+        resolved: bool,
+        now: Instant,
+        minute_of_day: u16,
+    ) -> Option<Sound> {
+        let quiet = self
+            .policy
+            .quiet_hours
+            .is_some_and(|q| q.contains(minute_of_day));
+        let warning_firing = firing
+            .iter()
+            .any(|(a, acked)| a.severity == Severity::Warning && !acked);
+        if !warning_firing {
+            // The next warning chirps at once.
+            self.last_chirp = None;
+        }
+        if self.muted_until.is_some_and(|t| now < t) {
+            return None;
+        }
+        let critical = firing
+            .iter()
+            .any(|(a, acked)| a.severity == Severity::Critical && !acked);
+        if critical && (!quiet || self.policy.critical_in_quiet_hours) {
+            return Some(Sound::Critical);
+        }
+        if quiet {
+            return None;
+        }
+        if warning_firing
+            && self
+                .last_chirp
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.policy.warning_repeat)
+        {
+            self.last_chirp = Some(now);
+            return Some(Sound::Warning);
+        }
+        resolved.then_some(Sound::Resolved)
+    }
+}
+
+/// The key an acknowledgement is kept under: the alert's name and labels.
+pub fn alert_key(alert: &FiringAlert) -> String {
+    let labels: Vec<String> = alert
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{}{{{}}}", alert.alertname, labels.join(","))
+}
+
+/// Acknowledged alerts, kept in `state_dir/acknowledged.json` so that a restart does
+/// not sound them again. An alert's acknowledgement ends when it resolves.
+#[derive(Debug)]
+pub struct AckStore {
+    path: PathBuf,
+    keys: BTreeSet<String>,
+}
+
+impl AckStore {
+    /// Loads the store from `state_dir` (empty when the file is absent; a corrupt file
+    /// is an error naming it).
+    pub fn load(state_dir: &Path) -> Result<AckStore, String> {
+        let path = state_dir.join("acknowledged.json");
+        let keys = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+        };
+        Ok(AckStore { path, keys })
+    }
+
+    /// Whether the alert was acknowledged.
+    pub fn is_acknowledged(&self, alert: &FiringAlert) -> bool {
+        self.keys.contains(&alert_key(alert))
+    }
+
+    /// Acknowledges an alert and saves the store.
+    pub fn acknowledge(&mut self, alert: &FiringAlert) -> Result<(), String> {
+        if self.keys.insert(alert_key(alert)) {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets acknowledgements of alerts no longer firing; saves if anything changed.
+    pub fn retain_firing(&mut self, firing: &[FiringAlert]) -> Result<(), String> {
+        let live: BTreeSet<String> = firing.iter().map(alert_key).collect();
+        let before = self.keys.len();
+        self.keys.retain(|k| live.contains(k));
+        if self.keys.len() != before {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    fn save(&self) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(&self.keys).unwrap_or_default();
+        // Write then rename, so a power cut leaves the old file or the new one.
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(|e| format!("{}: cannot write: {e}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Records each level change with the (paused) time since the start.
+    struct MockPin {
+        start: tokio::time::Instant,
+        changes: Vec<(u64, bool)>,
+        level: bool,
+    }
+
+    impl embedded_hal::digital::ErrorType for MockPin {
+        type Error = std::convert::Infallible;
+    }
+
+    impl OutputPin for MockPin {
+        fn set_low(&mut self) -> Result<(), Self::Error> {
+            self.set(false);
+            Ok(())
+        }
+        fn set_high(&mut self) -> Result<(), Self::Error> {
+            self.set(true);
+            Ok(())
+        }
+    }
+
+    impl MockPin {
+        fn new() -> Self {
+            Self {
+                start: tokio::time::Instant::now(),
+                changes: Vec::new(),
+                level: false,
+            }
+        }
+        fn set(&mut self, level: bool) {
+            if level != self.level || self.changes.is_empty() {
+                let ms = self.start.elapsed().as_millis() as u64;
+                self.changes.push((ms, level));
+                self.level = level;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn patterns_have_their_timing_on_the_pin() {
+        let mut pin = MockPin::new();
+        let Ok(()) = play(&mut pin, pattern(Sound::Critical)).await;
+        assert_eq!(
+            pin.changes,
+            [
+                (0, true),
+                (200, false),
+                (350, true),
+                (550, false),
+                (700, true),
+                (900, false)
+            ]
+        );
+        assert_eq!(
+            pin.start.elapsed(),
+            Duration::from_millis(2000),
+            "a 2 s cycle"
+        );
+        let mut pin = MockPin::new();
+        let Ok(()) = play(&mut pin, pattern(Sound::Warning)).await;
+        assert_eq!(pin.changes, [(0, true), (80, false)]);
+        let mut pin = MockPin::new();
+        let Ok(()) = play(&mut pin, pattern(Sound::Resolved)).await;
+        assert_eq!(pin.changes, [(0, true), (300, false)]);
+    }
+
+    fn alert(name: &str, severity: Severity) -> FiringAlert {
+        FiringAlert {
+            alertname: name.into(),
+            severity,
+            labels: BTreeMap::from([("node".to_string(), "pi".to_string())]),
+            value: 0.0,
+            summary: String::new(),
+            description: String::new(),
+            active_since_unix: 0.0,
+        }
+    }
+
+    #[test]
+    fn critical_repeats_until_acknowledged() {
+        let mut b = Buzzer::new(BuzzerPolicy::default());
+        let t0 = Instant::now();
+        let down = alert("BuilderDown", Severity::Critical);
+        for i in 0..5 {
+            let now = t0 + Duration::from_secs(2 * i);
+            assert_eq!(
+                b.next_sound(&[(down.clone(), false)], false, now, 720),
+                Some(Sound::Critical)
+            );
+        }
+        assert_eq!(b.next_sound(&[(down, true)], false, t0, 720), None);
+    }
+
+    #[test]
+    fn warning_chirps_every_repeat_interval() {
+        let mut b = Buzzer::new(BuzzerPolicy {
+            warning_repeat: Duration::from_secs(300),
+            ..BuzzerPolicy::default()
+        });
+        let t0 = Instant::now();
+        let warm = [(alert("SocTemperatureHigh", Severity::Warning), false)];
+        let at = |s| t0 + Duration::from_secs(s);
+        assert_eq!(b.next_sound(&warm, false, at(0), 720), Some(Sound::Warning));
+        assert_eq!(b.next_sound(&warm, false, at(2), 720), None);
+        assert_eq!(b.next_sound(&warm, false, at(299), 720), None);
+        assert_eq!(
+            b.next_sound(&warm, false, at(300), 720),
+            Some(Sound::Warning)
+        );
+        // Resolved: one tone, then silence; a new warning chirps at once.
+        assert_eq!(b.next_sound(&[], true, at(301), 720), Some(Sound::Resolved));
+        assert_eq!(b.next_sound(&[], false, at(303), 720), None);
+        assert_eq!(
+            b.next_sound(&warm, false, at(305), 720),
+            Some(Sound::Warning)
+        );
+    }
+
+    #[test]
+    fn quiet_hours_silence_warnings_not_criticals() {
+        let quiet = QuietHours::parse("22:00-07:00").expect("parse");
+        assert!(quiet.contains(23 * 60) && quiet.contains(6 * 60 + 59));
+        assert!(!quiet.contains(7 * 60) && !quiet.contains(12 * 60));
+        let day = QuietHours::parse("12:30-13:00").expect("parse");
+        assert!(day.contains(12 * 60 + 45) && !day.contains(13 * 60));
+        assert!(QuietHours::parse("25:00-07:00").is_err());
+        assert!(QuietHours::parse("22:00").is_err());
+        assert!(QuietHours::parse("2:00-07:00").is_err());
+
+        let policy = BuzzerPolicy {
+            quiet_hours: Some(quiet),
+            ..BuzzerPolicy::default()
+        };
+        let t0 = Instant::now();
+        let night = 23 * 60;
+        let warm = (alert("SocTemperatureHigh", Severity::Warning), false);
+        let down = (alert("BuilderDown", Severity::Critical), false);
+        let mut b = Buzzer::new(policy.clone());
+        assert_eq!(
+            b.next_sound(std::slice::from_ref(&warm), false, t0, night),
+            None
+        );
+        assert_eq!(b.next_sound(&[], true, t0, night), None);
+        assert_eq!(
+            b.next_sound(&[warm.clone(), down.clone()], false, t0, night),
+            Some(Sound::Critical)
+        );
+        let mut strict = Buzzer::new(BuzzerPolicy {
+            critical_in_quiet_hours: false,
+            ..policy
+        });
+        assert_eq!(strict.next_sound(&[down], false, t0, night), None);
+    }
+
+    #[test]
+    fn long_press_mutes_for_an_hour() {
+        let mut b = Buzzer::new(BuzzerPolicy::default());
+        let t0 = Instant::now();
+        let down = [(alert("BuilderDown", Severity::Critical), false)];
+        b.mute(t0);
+        assert_eq!(
+            b.next_sound(&down, false, t0 + Duration::from_secs(3599), 720),
+            None
+        );
+        assert_eq!(
+            b.next_sound(&down, false, t0 + Duration::from_secs(3600), 720),
+            Some(Sound::Critical)
+        );
+    }
+
+    #[test]
+    fn acknowledgements_survive_a_restart_and_end_with_the_alert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let down = alert("BuilderDown", Severity::Critical);
+        let mut store = AckStore::load(dir.path()).expect("empty");
+        assert!(!store.is_acknowledged(&down));
+        store.acknowledge(&down).expect("save");
+        let mut store = AckStore::load(dir.path()).expect("reload");
+        assert!(store.is_acknowledged(&down));
+        let mut other_node = down.clone();
+        other_node.labels.insert("node".into(), "pi-02".into());
+        assert!(!store.is_acknowledged(&other_node));
+        store
+            .retain_firing(std::slice::from_ref(&down))
+            .expect("keep");
+        assert!(
+            AckStore::load(dir.path())
+                .expect("reload")
+                .is_acknowledged(&down)
+        );
+        store.retain_firing(&[]).expect("resolved");
+        assert!(
+            !AckStore::load(dir.path())
+                .expect("reload")
+                .is_acknowledged(&down)
+        );
+        std::fs::write(dir.path().join("acknowledged.json"), "{").expect("write");
+        let err = AckStore::load(dir.path()).expect_err("corrupt");
+        assert!(err.contains("acknowledged.json"), "{err}");
+    }
+}

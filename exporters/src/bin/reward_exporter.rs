@@ -1,0 +1,61 @@
+//! `nodewatch-reward-exporter`: INTMAX builder rewards for Prometheus, on :9102. Reads
+//! the claimable sITX of each builder from the BlockBuilderReward contract (no secret
+//! needed), summed over the finished periods. Settings: `--config FILE` (TOML, see
+//! config/reward-exporter.toml). The ETH source (INTMAX CLI over SSH) is not built yet.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use nodewatch_exporters::reward::{RewardConfig, RewardState};
+use nodewatch_exporters::server;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "INTMAX builder rewards (claimable sITX) for Prometheus"
+)]
+struct Args {
+    /// TOML settings (see config/reward-exporter.toml).
+    #[arg(long, env = "NODEWATCH_REWARD_CONFIG")]
+    config: PathBuf,
+    /// Listen address, e.g. `:9102`; overrides the file.
+    #[arg(long = "web.listen-address")]
+    listen_address: Option<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    let mut config = RewardConfig::load(&args.config)?;
+    if let Some(listen) = args.listen_address {
+        config.listen_address = listen;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = nodewatch_http::bind(&config.listen_address).await?;
+        let address = listener.local_addr().context("listener address")?;
+        tracing::info!(address = %address, nodes = config.nodes.len(), "listening");
+        let state = Arc::new(Mutex::new(RewardState::new(config)));
+        server::run(
+            state,
+            listener,
+            "nodewatch reward exporter",
+            server::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `nodewatch-wallet-exporter`: ETH, sITX and ERC-20 balances of wallets on Scroll, for
+//! Prometheus, on :9101. Settings: `--config FILE` (TOML) and the wiki exporter's
+//! environment variables (see the README, "Scroll wallet exporter").
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use nodewatch_exporters::config::Config;
+use nodewatch_exporters::rpc::redact;
+use nodewatch_exporters::server;
+use nodewatch_exporters::wallet::WalletState;
+
+/// Command line.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Scroll wallet balances (ETH, sITX, ERC-20) for Prometheus"
+)]
+struct Args {
+    /// TOML settings (see config/wallet-exporter.toml); the wiki's environment
+    /// variables override it.
+    #[arg(long, env = "NODEWATCH_WALLET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Listen address, e.g. `:9101` or `127.0.0.1:9101`; overrides `PORT` and the file.
+    #[arg(long = "web.listen-address")]
+    listen_address: Option<String>,
+    /// Check the settings, print them and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let args = Args::parse();
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let mut config = Config::load(args.config.as_deref(), &env)?;
+    if let Some(listen) = args.listen_address {
+        config.listen_address = listen;
+    }
+    if args.check_config {
+        println!(
+            "ok: {} wallets, {} tokens, chain {}, every {:?}, endpoints {:?}",
+            config.wallets.len(),
+            config.tokens.len(),
+            config.chain_id,
+            config.interval,
+            config
+                .rpc_urls
+                .iter()
+                .map(|u| redact(u))
+                .collect::<Vec<_>>()
+        );
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = nodewatch_http::bind(&config.listen_address).await?;
+        let address = listener.local_addr().context("listener address")?;
+        tracing::info!(
+            address = %address,
+            wallets = config.wallets.len(),
+            tokens = config.tokens.len(),
+            chain_id = config.chain_id,
+            "listening"
+        );
+        let state = Arc::new(Mutex::new(WalletState::new(config)));
+        server::run(
+            state,
+            listener,
+            "nodewatch wallet exporter",
+            server::shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Serving an exporter through `nodewatch-http`, and its refresh loop.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nodewatch_http::{DetailedHealth, Exposition, MetricsSource, ServeOptions};
+use prometheus::proto::MetricFamily;
+use tokio::net::TcpListener;
+
+use crate::reward::RewardState;
+use crate::rpc::RpcClient;
+use crate::wallet::{RefreshOutcome, WalletState};
+
+/// What the HTTP side and the refresh loop need from an exporter's state.
+pub trait Exporter: Send + 'static {
+    /// (interval, first retry, request timeout).
+    fn timing(&self) -> (Duration, Duration, Duration);
+    /// One refresh; blocking, run on the blocking pool.
+    fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome
+    where
+        Self: Sized;
+    /// The families to serve now.
+    fn families(&self) -> Vec<MetricFamily>;
+    /// The detailed health report.
+    fn health(&self) -> DetailedHealth;
+}
+
+impl Exporter for WalletState {
+    fn timing(&self) -> (Duration, Duration, Duration) {
+        let c = self.config();
+        (c.interval, c.retry, c.request_timeout)
+    }
+    fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
+        WalletState::refresh(state, client)
+    }
+    fn families(&self) -> Vec<MetricFamily> {
+        WalletState::families(self)
+    }
+    fn health(&self) -> DetailedHealth {
+        WalletState::health(self)
+    }
+}
+
+impl Exporter for RewardState {
+    fn timing(&self) -> (Duration, Duration, Duration) {
+        let c = self.config();
+        (c.interval, c.retry, c.request_timeout)
+    }
+    fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
+        RewardState::refresh(state, client)
+    }
+    fn families(&self) -> Vec<MetricFamily> {
+        RewardState::families(self)
+    }
+    fn health(&self) -> DetailedHealth {
+        RewardState::health(self)
+    }
+}
+
+fn lock<E>(state: &Mutex<E>) -> std::sync::MutexGuard<'_, E> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The [`MetricsSource`] of an exporter: renders the state on each scrape, so data ages
+/// are current (the body is small).
+#[derive(Debug)]
+pub struct Source<E> {
+    /// The shared state.
+    pub state: Arc<Mutex<E>>,
+}
+
+impl<E: Exporter> MetricsSource for Source<E> {
+    fn exposition(&self) -> Arc<Exposition> {
+        let families = lock(&self.state).families();
+        let mut body = Vec::with_capacity(4096);
+        if let Err(e) = nodewatch_http::encode_families(&families, &mut body) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        Arc::new(Exposition::new(body))
+    }
+
+    fn health(&self) -> DetailedHealth {
+        lock(&self.state).health()
+    }
+}
+
+/// Refreshes until `stop` fires: every interval after a success; after a failure,
+/// after the first retry delay doubling up to the interval, and never before a 429's
+/// `Retry-After`.
+pub async fn refresh_loop<E: Exporter>(
+    state: Arc<Mutex<E>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let (interval, retry, timeout) = lock(&state).timing();
+    let client = RpcClient::new(timeout);
+    let mut backoff = retry;
+    loop {
+        let (s, c) = (state.clone(), client.clone());
+        let outcome = tokio::task::spawn_blocking(move || E::refresh(&s, &c)).await;
+        let delay = match outcome {
+            Ok(o) if o.ok => {
+                backoff = retry;
+                interval
+            }
+            Ok(o) => {
+                let delay = backoff.min(interval);
+                backoff = (backoff * 2).min(interval);
+                delay.max(o.retry_after.unwrap_or(Duration::ZERO))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "refresh task failed");
+                interval
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves `state` on `listener` and refreshes it until `shutdown` completes.
+pub async fn run<E: Exporter>(
+    state: Arc<Mutex<E>>,
+    listener: TcpListener,
+    title: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), nodewatch_http::Error> {
+    let options = ServeOptions {
+        telemetry_path: "/metrics".into(),
+        max_requests: 40,
+        title: title.into(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let refresher = tokio::spawn(refresh_loop(state.clone(), stop_rx));
+    let router = nodewatch_http::router(Arc::new(Source { state }), &options);
+    let result = nodewatch_http::serve(listener, router, &options, shutdown).await;
+    let _ = stop_tx.send(true);
+    // A refresh in flight on the blocking pool is not waited for: its answer is moot.
+    refresher.abort();
+    result
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}
