@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType, Untyped};
+use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType, Untyped};
 
 /// Prefix of node_exporter's families, kept for drop-in compatibility.
 pub const NODE_NAMESPACE: &str = "node";
@@ -112,22 +112,7 @@ pub fn sort_families(families: &mut [MetricFamily]) {
     }
 }
 
-/// A metric with its labels sorted by name.
-pub fn metric_with_labels(labels: &[(&str, &str)]) -> Metric {
-    let mut pairs: Vec<LabelPair> = labels
-        .iter()
-        .map(|(name, value)| {
-            let mut pair = LabelPair::default();
-            pair.set_name((*name).to_string());
-            pair.set_value((*value).to_string());
-            pair
-        })
-        .collect();
-    pairs.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut metric = Metric::default();
-    metric.set_label(pairs);
-    metric
-}
+pub use nodewatch_http::metric_with_labels;
 
 pub use nodewatch_http::exposition::simple_value as sample_value;
 

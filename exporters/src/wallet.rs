@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::{Address, U256};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 
 use crate::config::Config;
 use crate::multicall::{self, Read};
@@ -712,20 +712,7 @@ pub(crate) struct Families {
 
 impl Families {
     fn metric(labels: &[(&str, &str)]) -> Metric {
-        let mut pairs: Vec<LabelPair> = labels
-            .iter()
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name((*name).to_string());
-                pair.set_value((*value).to_string());
-                pair
-            })
-            .collect();
-        // Sorted by name, as Prometheus' Go client renders them.
-        pairs.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut metric = Metric::default();
-        metric.set_label(pairs);
-        metric
+        nodewatch_http::metric_with_labels(labels)
     }
 
     fn push(&mut self, name: &str, help: &str, kind: MetricType, metric: Metric) {

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use flate2::{Compression, write::GzEncoder};
-use prometheus::proto::{Metric, MetricFamily, MetricType};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 
 /// The content type of the text format 0.0.4, as node_exporter sends it.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -106,6 +106,23 @@ fn encode_family(family: &MetricFamily, out: &mut Vec<u8>) {
             }
         }
     }
+}
+
+/// A metric with its labels sorted by name, as Prometheus' Go client renders them.
+pub fn metric_with_labels(labels: &[(&str, &str)]) -> Metric {
+    let mut pairs: Vec<LabelPair> = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name((*name).to_string());
+            pair.set_value((*value).to_string());
+            pair
+        })
+        .collect();
+    pairs.sort_by(|a, b| a.name().cmp(b.name()));
+    let mut metric = Metric::default();
+    metric.set_label(pairs);
+    metric
 }
 
 /// The value of a counter, gauge or untyped sample of a family of type `kind`.

@@ -13,9 +13,9 @@ pub mod exposition;
 pub mod health;
 pub mod server;
 
-pub use exposition::{Exposition, encode_families};
+pub use exposition::{Exposition, encode_families, metric_with_labels};
 pub use health::{ComponentHealth, DetailedHealth, HealthStatus, OutputHealth};
-pub use server::{MetricsSource, ServeOptions, bind, router, serve};
+pub use server::{MetricsSource, ServeOptions, bind, router, serve, shutdown_signal};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

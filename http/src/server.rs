@@ -203,6 +203,25 @@ pub async fn serve(
     Ok(())
 }
 
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => tracing::info!("SIGTERM received, shutting down."),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down."),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
