@@ -14,3 +14,11 @@ pub mod reward;
 pub mod rpc;
 pub mod server;
 pub mod wallet;
+
+/// Now, in unix seconds (0 if the clock is before 1970).
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

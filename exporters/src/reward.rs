@@ -8,10 +8,11 @@
 //! The ETH source (the INTMAX CLI over SSH) is not built yet, so
 //! `intmax_builder_reward_eth` and `intmax_builder_reward_total_eth` are not exported.
 
+use crate::unix_now;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, U256};
 use alloy_sol_types::{SolCall, sol};
@@ -224,13 +225,6 @@ pub struct RewardState {
     last_error: Option<String>,
     last_duration: Option<f64>,
     started: Instant,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl RewardState {

@@ -142,5 +142,32 @@ pub async fn run<E: Exporter>(
     result
 }
 
+/// What both exporter binaries do after reading their settings: a small runtime, bind
+/// `listen_address` (logged), serve until SIGTERM/SIGINT, then stop.
+pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async move {
+        let listener = nodewatch_http::bind(listen_address).await?;
+        let address = listener.local_addr().context("listener address")?;
+        tracing::info!(address = %address, "listening");
+        run(
+            Arc::new(Mutex::new(state)),
+            listener,
+            title,
+            shutdown_signal(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub use nodewatch_http::shutdown_signal;

@@ -12,8 +12,9 @@
 //! `nodewatch_wallet_rpc_endpoint_up{endpoint,host}`,
 //! `nodewatch_wallet_last_attempt_timestamp_seconds`.
 
+use crate::unix_now;
 use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
@@ -81,13 +82,6 @@ pub struct WalletState {
     last_error: Option<String>,
     last_duration: Option<f64>,
     started: Instant,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 impl WalletState {

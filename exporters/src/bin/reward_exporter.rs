@@ -4,9 +4,7 @@
 //! config/reward-exporter.toml). The ETH source (INTMAX CLI over SSH) is not built yet.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use clap::Parser;
 use nodewatch_exporters::reward::{RewardConfig, RewardState};
 use nodewatch_exporters::server;
@@ -36,26 +34,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen_address {
         config.listen_address = listen;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()
-        .context("start the tokio runtime")?;
-    runtime.block_on(async move {
-        let listener = nodewatch_http::bind(&config.listen_address).await?;
-        let address = listener.local_addr().context("listener address")?;
-        tracing::info!(address = %address, nodes = config.nodes.len(), "listening");
-        let state = Arc::new(Mutex::new(RewardState::new(config)));
-        server::run(
-            state,
-            listener,
-            "nodewatch reward exporter",
-            server::shutdown_signal(),
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(())
+    tracing::info!(nodes = config.nodes.len(), "settings loaded");
+    let listen_address = config.listen_address.clone();
+    server::serve_main(
+        &listen_address,
+        RewardState::new(config),
+        "nodewatch reward exporter",
+    )
 }

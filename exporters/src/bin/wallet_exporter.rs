@@ -4,9 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
 use clap::Parser;
 use nodewatch_exporters::config::Config;
 use nodewatch_exporters::rpc::redact;
@@ -58,32 +56,16 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .max_blocking_threads(2)
-        .enable_all()
-        .build()
-        .context("start the tokio runtime")?;
-    runtime.block_on(async move {
-        let listener = nodewatch_http::bind(&config.listen_address).await?;
-        let address = listener.local_addr().context("listener address")?;
-        tracing::info!(
-            address = %address,
-            wallets = config.wallets.len(),
-            tokens = config.tokens.len(),
-            chain_id = config.chain_id,
-            "listening"
-        );
-        let state = Arc::new(Mutex::new(WalletState::new(config)));
-        server::run(
-            state,
-            listener,
-            "nodewatch wallet exporter",
-            server::shutdown_signal(),
-        )
-        .await?;
-        anyhow::Ok(())
-    })?;
-    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
-    Ok(())
+    tracing::info!(
+        wallets = config.wallets.len(),
+        tokens = config.tokens.len(),
+        chain_id = config.chain_id,
+        "settings loaded"
+    );
+    let listen_address = config.listen_address.clone();
+    server::serve_main(
+        &listen_address,
+        WalletState::new(config),
+        "nodewatch wallet exporter",
+    )
 }
