@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use super::netclass::parse_hex;
 use super::{CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
@@ -136,14 +137,6 @@ pub fn parse_conntrack_stat(text: &str, path: &Path) -> Result<[u64; STAT_COLUMN
         }
     }
     Ok(sums)
-}
-
-/// Go's `strconv.ParseUint(s, 16, 64)`: hex digits only.
-fn parse_hex(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
 }
 
 #[cfg(test)]

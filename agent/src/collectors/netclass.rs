@@ -330,6 +330,14 @@ fn unreadable_dir(dir: &Path, source: std::io::Error) -> CollectError {
     }
 }
 
+/// Go's `strconv.ParseUint(s, 16, 64)`: hex digits only.
+pub fn parse_hex(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
 /// Go's `strconv.ParseInt(s, 0, 64)`: an optional sign, then an unsigned number as
 /// [`parse_go_uint`]. `None` when it does not parse or does not fit an i64.
 pub fn parse_go_int(s: &str) -> Option<i64> {

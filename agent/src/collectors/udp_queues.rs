@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::netclass::parse_go_uint;
+use super::netclass::{parse_go_uint, parse_hex};
 use super::{CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
@@ -142,14 +142,6 @@ fn parse_socket_line(line: &str) -> Result<(u64, u64), String> {
     parse_go_uint(uid).ok_or_else(|| format!("cannot parse uid value {uid:?}"))?;
     parse_go_uint(inode).ok_or_else(|| format!("cannot parse inode value {inode:?}"))?;
     Ok((tx, rx))
-}
-
-/// Go's `strconv.ParseUint(s, 16, 64)`: hex digits only.
-fn parse_hex(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    u64::from_str_radix(s, 16).ok()
 }
 
 #[cfg(test)]
