@@ -16,8 +16,12 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 log "system packages"
 # docker.io: the builder tests start their own dockerd (Debian's 20.10) on a private
-# socket; gcc + libc6-dev build the static builder stub they import as an image.
-packages=(prometheus prometheus-node-exporter curl ca-certificates docker.io gcc libc6-dev)
+# socket; gcc + libc6-dev build the static builder stub they import as an image;
+# prometheus-alertmanager receives the LoRa gateway's alerts; openssh-server (sshd on a
+# loopback port, started by the harness) and openssh-client serve the reward
+# exporter's CLI-over-SSH source.
+packages=(prometheus prometheus-node-exporter prometheus-alertmanager openssh-server openssh-client
+  curl ca-certificates docker.io gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -47,6 +51,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 prometheus --version 2>&1 | head -1
 prometheus-node-exporter --version 2>&1 | head -1
+prometheus-alertmanager --version 2>&1 | head -1
+/usr/sbin/sshd -V 2>&1 | head -1 || true
 dockerd --version 2>&1 | head -1
 echo "node $(node --version), npm $(npm --version)"
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use nodewatch_http::{ComponentHealth, DetailedHealth, Exposition, HealthStatus, MetricsSource};
 use prometheus::proto::MetricFamily;
+use tokio::sync::watch;
 
 use crate::collectors::CollectorSpec;
 use crate::metrics::MetricSink;
@@ -73,8 +74,9 @@ pub struct Snapshot {
     claimed_names: HashSet<&'static str>,
     /// Health and metrics of the outputs (display, …).
     outputs: crate::outputs::OutputRegistry,
-    /// Firing local alerts, as the last evaluation left them.
-    alerts: RwLock<Vec<crate::alerts::FiringAlert>>,
+    /// Firing local alerts, as the last evaluation left them; outputs (buzzer, LoRa)
+    /// subscribe to changes.
+    alerts: watch::Sender<Arc<Vec<crate::alerts::FiringAlert>>>,
     version: String,
 }
 
@@ -119,7 +121,7 @@ impl Snapshot {
             builtin_names: RwLock::new(HashSet::new()),
             claimed_names,
             outputs: crate::outputs::OutputRegistry::default(),
-            alerts: RwLock::new(Vec::new()),
+            alerts: watch::Sender::new(Arc::new(Vec::new())),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -200,13 +202,25 @@ impl Snapshot {
     }
 
     /// Replaces the firing local alerts (after each evaluation).
+    /// Subscribers are woken only when the list changes.
     pub fn set_alerts(&self, alerts: Vec<crate::alerts::FiringAlert>) {
-        *write(&self.alerts) = alerts;
+        self.alerts.send_if_modified(|current| {
+            if **current == alerts {
+                return false;
+            }
+            *current = Arc::new(alerts);
+            true
+        });
     }
 
     /// The firing local alerts, most severe first.
     pub fn alerts(&self) -> Vec<crate::alerts::FiringAlert> {
-        read(&self.alerts).clone()
+        self.alerts.borrow().as_ref().clone()
+    }
+
+    /// Follows the firing local alerts: the receiver sees each new list.
+    pub fn subscribe_alerts(&self) -> watch::Receiver<Arc<Vec<crate::alerts::FiringAlert>>> {
+        self.alerts.subscribe()
     }
 
     /// Seconds since the snapshot was made (the agent's uptime).
@@ -309,7 +323,9 @@ impl MetricsSource for Snapshot {
             uptime_seconds: uptime.as_secs_f64(),
             collectors,
             outputs,
-            alerts: read(&self.alerts)
+            alerts: self
+                .alerts
+                .borrow()
                 .iter()
                 .filter_map(|a| serde_json::to_value(a).ok())
                 .collect(),

@@ -1,0 +1,19 @@
+//! nodewatch's LoRa alert link (design §4), independent of the agent so that the
+//! codec can be fuzzed and the radios tested on their own.
+//!
+//! - [`frame`]: the ≤ 51-byte alert frame and the gateway's acknowledgement, with
+//!   a truncated HMAC-SHA256 under the network (or per-node) key.
+//! - [`replay`]: the gateway's per-node replay window, persisted.
+//! - [`sequence`]: the node's strictly increasing sequence number, persisted.
+//! - [`airtime`]: time on air of a frame for given LoRa parameters.
+//! - [`duty`]: the duty-cycle budget (EU868: 1 % over a sliding hour).
+//! - [`queue`]: outgoing frames, critical first.
+//! - [`radio`]: the [`radio::Radio`] trait and its backends.
+
+pub mod airtime;
+pub mod duty;
+pub mod frame;
+pub mod queue;
+pub mod radio;
+pub mod replay;
+pub mod sequence;
