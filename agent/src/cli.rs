@@ -138,6 +138,17 @@ pub enum Command {
     /// Local alert rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Ask the running agent (on this machine, at `web.listen_address`'s port) to fire
+    /// a test alert, `NodewatchTestAlert`, through every output that follows alerts
+    /// (buzzer and LED, display, LoRa), then resolve it.
+    TestAlert {
+        /// critical, warning or info.
+        #[arg(long, default_value = "critical", value_parser = ["critical", "warning", "info"])]
+        severity: String,
+        /// Seconds it fires (1–600).
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
+        duration_secs: u64,
+    },
 }
 
 /// `rules` subcommands.

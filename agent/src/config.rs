@@ -67,8 +67,12 @@ pub struct Config {
     pub builder: BuilderConfig,
     /// The OLED display (SSD1306 on I2C, simulated without one) and `/display.png`.
     pub display: crate::outputs::display::DisplayConfig,
+    /// The push button on GPIO (acknowledge, mute, wake the display, next page).
+    pub button: crate::outputs::button::ButtonConfig,
     /// Local alert rules (built-in defaults plus `[[alerts.rules]]`).
     pub alerts: crate::alerts::AlertsConfig,
+    /// `[lora]`: the LoRa alert link (node or gateway).
+    pub lora: crate::outputs::lora::LoraConfig,
 }
 
 impl Default for Config {
@@ -83,7 +87,9 @@ impl Default for Config {
             docker: DockerConfig::default(),
             builder: BuilderConfig::default(),
             display: crate::outputs::display::DisplayConfig::default(),
+            button: crate::outputs::button::ButtonConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
+            lora: crate::outputs::lora::LoraConfig::default(),
         }
     }
 }
@@ -503,6 +509,18 @@ impl Config {
             )));
         }
         self.display.validate().map_err(invalid)?;
+        if self.lora.enabled {
+            let names: Vec<String> = crate::alerts::effective_rules(&self.alerts)
+                .map(|rules| rules.into_iter().map(|r| r.name).collect())
+                .unwrap_or_default();
+            self.lora.validate(&names).map_err(invalid)?;
+        }
+        let button = crate::outputs::button::ButtonConfig::effective(self);
+        button.validate().map_err(invalid)?;
+        self.alerts
+            .buzzer
+            .validate(button.enabled.then_some(button.gpio))
+            .map_err(invalid)?;
         if self.collectors.netdev.device_include.is_some()
             && self.collectors.netdev.device_exclude.is_some()
         {

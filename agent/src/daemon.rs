@@ -71,19 +71,37 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
     let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
+    let lora = crate::outputs::lora::spawn(&config, snapshot.clone(), stop_rx.clone());
+    let acks = crate::alerts::buzzer::Acknowledgements::open(&config.state_dir);
     let button = crate::outputs::button::spawn(&config, stop_rx.clone());
     let display = crate::outputs::display::spawn(
         &config,
         snapshot.clone(),
+        acks.clone(),
         button.as_ref().map(|b| b.subscribe()),
-        stop_rx,
+        stop_rx.clone(),
+    );
+    // Without a display, the buzzer's task acknowledges on a press.
+    let buzzer = crate::outputs::buzzer::spawn(
+        &config,
+        snapshot.clone(),
+        acks,
+        button.as_ref().map(|b| b.subscribe()),
+        display.is_none(),
+        stop_rx.clone(),
     );
     let options = nodewatch_http::ServeOptions {
         telemetry_path: config.web.telemetry_path.clone(),
         max_requests: config.web.max_requests,
         title: "nodewatch agent".into(),
     };
-    let mut router = nodewatch_http::router(snapshot.clone(), &options);
+    let mut router = nodewatch_http::router(snapshot.clone(), &options).merge(
+        crate::alerts::test_alert::router(
+            snapshot.clone(),
+            config.node_name(),
+            config.alerts.enabled,
+        ),
+    );
     let mut display_task = None;
     if let Some((frame, task)) = display {
         router = router.merge(crate::outputs::display::router(frame));
@@ -99,6 +117,13 @@ pub async fn run(
     }
     if let Some(task) = alerts {
         let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
+    // The buzzer and LED are left off.
+    if let Some(task) = buzzer {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+    }
+    if let Some(task) = lora {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     // Collectors stop at their next await; a collector stuck in a system call is left
     // behind (its thread ends with the process).

@@ -1,10 +1,11 @@
 //! The agent's one HTTP client: plain-HTTP GETs to local endpoints (the builder's
-//! health check, the exporters' `/metrics` for the display). It is hyper's HTTP/1
+//! health check, the exporters' `/metrics` for the display) and the LoRa gateway's
+//! POSTs to Alertmanager. It is hyper's HTTP/1
 //! client over a tokio `TcpStream` — already in the tree through axum and bollard — so
 //! the agent parses no HTTP by hand and links no TLS (design §2).
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 
 /// An `http://host:port/path` URL.
@@ -60,6 +61,33 @@ pub async fn get(
     accept: &'static str,
     max_bytes: usize,
 ) -> Result<(u16, Bytes), String> {
+    request(url, hyper::Method::GET, accept, None, max_bytes).await
+}
+
+/// POSTs a JSON body to `url` (the LoRa gateway's alerts to Alertmanager) and returns
+/// the status and the body, at most `max_bytes` long. No timeout of its own.
+pub async fn post_json(
+    url: &HttpUrl,
+    body: Bytes,
+    max_bytes: usize,
+) -> Result<(u16, Bytes), String> {
+    request(
+        url,
+        hyper::Method::POST,
+        "application/json",
+        Some(body),
+        max_bytes,
+    )
+    .await
+}
+
+async fn request(
+    url: &HttpUrl,
+    method: hyper::Method,
+    accept: &'static str,
+    body: Option<Bytes>,
+    max_bytes: usize,
+) -> Result<(u16, Bytes), String> {
     let stream = tokio::net::TcpStream::connect((url.host.as_str(), url.port))
         .await
         .map_err(|e| format!("cannot connect: {e}"))?;
@@ -73,15 +101,21 @@ pub async fn get(
     } else {
         format!("{}:{}", url.host, url.port)
     };
-    let request = hyper::Request::get(url.path.as_str())
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(url.path.as_str())
         .header(hyper::header::HOST, host)
         .header(
             hyper::header::USER_AGENT,
             concat!("nodewatch-agent/", env!("CARGO_PKG_VERSION")),
         )
         .header(hyper::header::ACCEPT, accept)
-        .header(hyper::header::CONNECTION, "close")
-        .body(Empty::<Bytes>::new())
+        .header(hyper::header::CONNECTION, "close");
+    if body.is_some() {
+        builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+    }
+    let request = builder
+        .body(Full::new(body.unwrap_or_default()))
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let result = async {
         let response = sender

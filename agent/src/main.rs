@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use nodewatch_agent::alerts::{Severity, test_alert};
 use nodewatch_agent::cli::{Cli, Command, RulesCommand};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
@@ -71,6 +72,34 @@ fn main() -> ExitCode {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
+            }
+        }
+        Some(Command::TestAlert {
+            severity,
+            duration_secs,
+        }) => {
+            let severity = match severity.as_str() {
+                "warning" => Severity::Warning,
+                "info" => Severity::Info,
+                _ => Severity::Critical,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&format!("cannot start the runtime: {e}")),
+            };
+            match runtime.block_on(test_alert::request(
+                &config.web.listen_address,
+                severity,
+                duration_secs,
+            )) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
         None => run(config),

@@ -77,6 +77,8 @@ pub struct Snapshot {
     /// Firing local alerts, as the last evaluation left them; outputs (buzzer, LoRa)
     /// subscribe to changes.
     alerts: watch::Sender<Arc<Vec<crate::alerts::FiringAlert>>>,
+    /// A test alert (`POST /api/test-alert`) and when it ends.
+    test_alert: Mutex<Option<(crate::alerts::FiringAlert, Instant)>>,
     version: String,
 }
 
@@ -122,6 +124,7 @@ impl Snapshot {
             claimed_names,
             outputs: crate::outputs::OutputRegistry::default(),
             alerts: watch::Sender::new(Arc::new(Vec::new())),
+            test_alert: Mutex::new(None),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -216,6 +219,27 @@ impl Snapshot {
     /// The firing local alerts, most severe first.
     pub fn alerts(&self) -> Vec<crate::alerts::FiringAlert> {
         self.alerts.borrow().as_ref().clone()
+    }
+
+    /// Adds a test alert to the firing alerts until `until` (published at once).
+    pub fn inject_test_alert(&self, alert: crate::alerts::FiringAlert, until: Instant) {
+        *self.test_alert.lock().unwrap_or_else(|e| e.into_inner()) = Some((alert.clone(), until));
+        let mut current = self.alerts();
+        current.retain(|a| a.alertname != crate::alerts::test_alert::TEST_ALERT_NAME);
+        self.set_alerts(crate::alerts::with_test_alert(current, Some(alert)));
+    }
+
+    /// The test alert, while it lasts at `now`.
+    pub fn test_alert(&self, now: Instant) -> Option<crate::alerts::FiringAlert> {
+        let mut slot = self.test_alert.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some((alert, until)) if now < *until => Some(alert.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
     }
 
     /// Follows the firing local alerts: the receiver sees each new list.

@@ -5,9 +5,14 @@
 //! - [`rpc`]: a small blocking JSON-RPC client; errors sorted by kind.
 //! - [`multicall`]: Multicall3 and ERC-20 ABI (alloy's `sol!`), exact unit conversion.
 //! - [`wallet`]: the state, one-request refresh with endpoint failover, families, health.
-//! - [`reward`]: the reward exporter's on-chain sITX source (claimable per period).
+//! - [`batch`]: the JSON-RPC batch both exporters fall back to without Multicall3.
+//! - [`reward`]: the reward exporter: on-chain sITX (claimable per period), ETH from
+//!   the INTMAX CLI ([`cli`], locally or over SSH), optional auto-claim ([`claim`]).
 //! - [`server`]: the HTTP side through `nodewatch-http` and the refresh loop.
 
+pub mod batch;
+pub mod claim;
+pub mod cli;
 pub mod config;
 pub mod multicall;
 pub mod reward;

@@ -1,17 +1,27 @@
-//! The reward exporter's on-chain source: claimable sITX per builder, summed over the
-//! finished, unclaimed periods of the BlockBuilderReward contract, read in one
-//! Multicall3 `aggregate3` per refresh (with the chain id checked as for wallets).
+//! The reward exporter: per builder, the claimable sITX read on chain, the ETH fee
+//! rewards read by the INTMAX CLI (locally or over SSH, see [`crate::cli`]), and the
+//! optional auto-claim ([`crate::claim`]).
 //!
-//! Families: `intmax_builder_reward_sitx{node}`,
+//! - **sITX**: `getClaimableReward(period, builder)` summed over the finished periods of
+//!   the BlockBuilderReward contract, every node and period in one Multicall3
+//!   `aggregate3` per refresh (a JSON-RPC batch when Multicall3 is absent), with the
+//!   chain id checked inside it as for wallets.
+//! - **ETH**: one loop (thread) per node with an `[nodes.eth]` source, so runs of a node
+//!   never overlap and a slow node never holds up another; the last good value is kept
+//!   and marked stale when a run fails.
+//! - **Claims**: after a good read, a node whose claimable sITX reaches its threshold
+//!   gets `batchClaimReward(periods with something to claim)` (a dry run by default).
+//!
+//! Families: the wiki's `intmax_builder_reward_eth{node}`,
+//! `intmax_builder_reward_sitx{node}`, `intmax_builder_reward_total_eth`,
 //! `intmax_builder_reward_check_success{node}`, `intmax_builder_reward_last_check`,
-//! `nodewatch_reward_errors_total{kind}`, `nodewatch_reward_periods_counted`.
-//! The ETH source (the INTMAX CLI over SSH) is not built yet, so
-//! `intmax_builder_reward_eth` and `intmax_builder_reward_total_eth` are not exported.
+//! and nodewatch's `nodewatch_reward_*` (see [`RewardState::families`]). A value is
+//! served only after a successful read: never a 0 for unknown.
 
 use crate::unix_now;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, Bytes, U256};
@@ -19,6 +29,9 @@ use alloy_sol_types::{SolCall, sol};
 use prometheus::proto::MetricFamily;
 use serde::Deserialize;
 
+use crate::batch;
+use crate::claim::{self, ClaimConfig, ClaimFile};
+use crate::cli::{self, CLI_ERROR_KINDS, EthFile, EthSource};
 use crate::config::{ConfigError, DEFAULT_RPC_URL, MULTICALL3_ADDRESS, SCROLL_CHAIN_ID};
 use crate::multicall::{self, IMulticall3};
 use crate::rpc::{ERROR_KINDS, RpcClient, RpcError, redact};
@@ -33,6 +46,10 @@ sol! {
 
 /// The BlockBuilderReward contract on Scroll mainnet (design §3).
 pub const REWARD_CONTRACT: &str = "0xFe9Fca6e5AE58E6F06873D2beFB658424Ae07109";
+
+/// A claim sent but not mined after this long is counted as dropped, and may be sent
+/// again.
+const CLAIM_PENDING_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The TOML file; see `config/reward-exporter.toml`.
 #[derive(Debug, Deserialize)]
@@ -50,7 +67,7 @@ pub struct RewardFile {
     pub request_timeout_seconds: Option<u64>,
     /// First retry after a failure (default 5).
     pub retry_seconds: Option<u64>,
-    /// Multicall3's address.
+    /// Multicall3's address; `""` reads with a JSON-RPC batch instead.
     pub multicall_address: Option<String>,
     /// The BlockBuilderReward contract.
     pub reward_contract: Option<String>,
@@ -60,18 +77,40 @@ pub struct RewardFile {
     pub period_seconds: Option<u64>,
     /// The first period counted (default 0).
     pub first_period: Option<u64>,
+    /// Seconds between two ETH runs of a node, counted from the end of a run
+    /// (default 600).
+    pub eth_interval_seconds: Option<u64>,
+    /// The SSH client (default `ssh`, found on PATH).
+    pub ssh_program: Option<String>,
     /// The builders.
     pub nodes: Vec<RewardNode>,
 }
 
 /// One builder.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RewardNode {
     /// The `node` label.
     pub name: String,
     /// The builder's address (the `user` of `getClaimableReward`).
     pub address: String,
+    /// The ETH source: the INTMAX CLI, locally or over SSH.
+    pub eth: Option<EthFile>,
+    /// Auto-claim.
+    pub claim: Option<ClaimFile>,
+}
+
+/// One builder, validated.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The `node` label.
+    pub name: String,
+    /// Its address.
+    pub address: Address,
+    /// Its ETH source, if any.
+    pub eth: Option<EthSource>,
+    /// Its auto-claim, if any.
+    pub claim: Option<ClaimConfig>,
 }
 
 /// The settings in effect.
@@ -89,8 +128,8 @@ pub struct RewardConfig {
     pub request_timeout: Duration,
     /// First retry.
     pub retry: Duration,
-    /// Multicall3.
-    pub multicall: Address,
+    /// Multicall3; `None` reads with a JSON-RPC batch.
+    pub multicall: Option<Address>,
     /// BlockBuilderReward.
     pub contract: Address,
     /// Start of period 0.
@@ -99,8 +138,12 @@ pub struct RewardConfig {
     pub period_seconds: u64,
     /// First period counted.
     pub first_period: u64,
-    /// (name, address) per builder.
-    pub nodes: Vec<(String, Address)>,
+    /// Between two ETH runs of a node.
+    pub eth_interval: Duration,
+    /// The SSH client.
+    pub ssh_program: String,
+    /// The builders.
+    pub nodes: Vec<NodeConfig>,
 }
 
 fn invalid(setting: &str, message: String) -> ConfigError {
@@ -120,7 +163,7 @@ fn address(setting: &str, text: &str) -> Result<Address, ConfigError> {
 }
 
 impl RewardConfig {
-    /// Reads and validates the TOML file.
+    /// Reads and validates the TOML file (key files of auto-claim included).
     pub fn load(path: &Path) -> Result<RewardConfig, ConfigError> {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -160,17 +203,50 @@ impl RewardConfig {
         if file.nodes.is_empty() {
             return Err(invalid("nodes", "list at least one builder".into()));
         }
-        let nodes = file
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                Ok((
-                    n.name.clone(),
-                    address(&format!("nodes[{i}].address"), &n.address)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let mut nodes: Vec<NodeConfig> = Vec::with_capacity(file.nodes.len());
+        for (i, n) in file.nodes.iter().enumerate() {
+            let name = n.name.trim().to_string();
+            if name.is_empty() {
+                return Err(invalid(
+                    &format!("nodes[{i}].name"),
+                    "must not be empty".into(),
+                ));
+            }
+            if nodes.iter().any(|o| o.name == name) {
+                return Err(invalid(
+                    &format!("nodes[{i}].name"),
+                    format!("{name:?} is used twice"),
+                ));
+            }
+            let builder = address(&format!("nodes[{i}].address"), &n.address)?;
+            let eth = n
+                .eth
+                .as_ref()
+                .map(|e| EthSource::resolve(i, e))
+                .transpose()?;
+            let claim = n
+                .claim
+                .as_ref()
+                .map(|c| ClaimConfig::resolve(i, builder, c))
+                .transpose()?;
+            nodes.push(NodeConfig {
+                name,
+                address: builder,
+                eth,
+                claim,
+            });
+        }
+        let multicall = match file.multicall_address.as_deref().map(str::trim) {
+            Some("") => None,
+            other => Some(address(
+                "multicall_address",
+                other.unwrap_or(MULTICALL3_ADDRESS),
+            )?),
+        };
+        let ssh_program = file.ssh_program.unwrap_or_else(|| "ssh".into());
+        if ssh_program.trim().is_empty() {
+            return Err(invalid("ssh_program", "must not be empty".into()));
+        }
         Ok(RewardConfig {
             listen_address: file.listen_address.unwrap_or_else(|| ":9102".into()),
             rpc_urls,
@@ -181,12 +257,7 @@ impl RewardConfig {
                 file.request_timeout_seconds.unwrap_or(10),
             )?,
             retry: seconds("retry_seconds", file.retry_seconds.unwrap_or(5))?,
-            multicall: address(
-                "multicall_address",
-                file.multicall_address
-                    .as_deref()
-                    .unwrap_or(MULTICALL3_ADDRESS),
-            )?,
+            multicall,
             contract: address(
                 "reward_contract",
                 file.reward_contract.as_deref().unwrap_or(REWARD_CONTRACT),
@@ -194,6 +265,11 @@ impl RewardConfig {
             period_start_unix: file.period_start_unix,
             period_seconds,
             first_period: file.first_period.unwrap_or(0),
+            eth_interval: seconds(
+                "eth_interval_seconds",
+                file.eth_interval_seconds.unwrap_or(600),
+            )?,
+            ssh_program,
             nodes,
         })
     }
@@ -212,30 +288,88 @@ impl RewardConfig {
     }
 }
 
+/// A node's ETH source, as last run.
+#[derive(Debug, Default)]
+struct EthState {
+    /// The last good value (ETH).
+    value: Option<f64>,
+    /// Unix time of the last good read.
+    read_at: Option<f64>,
+    /// Whether the last run succeeded.
+    last_ok: Option<bool>,
+    last_error: Option<String>,
+    last_duration: Option<f64>,
+    /// A run is in flight (runs never overlap).
+    in_flight: bool,
+    /// The process group of the run in flight, to kill on shutdown.
+    running: Option<u32>,
+    runs: u64,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+/// A node's auto-claim, as it went.
+#[derive(Debug, Default)]
+struct ClaimState {
+    /// (transaction hash, sent at, sITX claimed).
+    pending: Option<(String, Instant, f64)>,
+    dry_runs: u64,
+    sent: u64,
+    confirmed: u64,
+    claimed_sitx: f64,
+    failures: BTreeMap<&'static str, u64>,
+    /// Whether the last claim (or dry run, or receipt) went well.
+    last_ok: Option<bool>,
+    last_error: Option<String>,
+}
+
 /// The reward exporter's state.
 #[derive(Debug)]
 pub struct RewardState {
     config: RewardConfig,
     verified: Vec<bool>,
+    /// Multicall3 in use; `None` once it turned out absent (or when configured so).
+    multicall: Option<Address>,
     sitx: Vec<Option<f64>>,
     node_ok: Vec<Option<bool>>,
+    eth: Vec<EthState>,
+    claims: Vec<ClaimState>,
     periods_counted: Option<u64>,
     errors: BTreeMap<&'static str, u64>,
+    requests: u64,
     last_check: Option<f64>,
     last_error: Option<String>,
     last_duration: Option<f64>,
     started: Instant,
 }
 
+/// What one read of the contract gave, per node: the claimable amount of each period
+/// (raw units), or `None` if some period could not be read.
+type Claimable = Vec<Option<Vec<(u64, U256)>>>;
+
 impl RewardState {
     /// Nothing read yet.
     pub fn new(config: RewardConfig) -> RewardState {
+        let n = config.nodes.len();
         RewardState {
             verified: vec![false; config.rpc_urls.len()],
-            sitx: vec![None; config.nodes.len()],
-            node_ok: vec![None; config.nodes.len()],
+            multicall: config.multicall,
+            sitx: vec![None; n],
+            node_ok: vec![None; n],
+            eth: (0..n)
+                .map(|_| EthState {
+                    errors: CLI_ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
+                    ..EthState::default()
+                })
+                .collect(),
+            claims: (0..n)
+                .map(|_| ClaimState {
+                    failures: claim::FAILURE_STAGES.iter().map(|k| (*k, 0)).collect(),
+                    ..ClaimState::default()
+                })
+                .collect(),
             periods_counted: None,
             errors: ERROR_KINDS.iter().map(|k| (*k, 0)).collect(),
+            requests: 0,
             last_check: None,
             last_error: None,
             last_duration: None,
@@ -249,20 +383,21 @@ impl RewardState {
         &self.config
     }
 
-    /// One refresh (blocking).
+    /// One refresh of the on-chain source (blocking), then the claims it calls for.
     pub fn refresh(state: &Mutex<RewardState>, client: &RpcClient) -> RefreshOutcome {
         let started = Instant::now();
-        let (config, verified) = {
+        let (config, verified, multicall) = {
             let s = lock(state);
-            (s.config.clone(), s.verified.clone())
+            (s.config.clone(), s.verified.clone(), s.multicall)
         };
         let periods: Vec<u64> = config.finished_periods(unix_now() as u64).collect();
+        let target = multicall.unwrap_or(Address::ZERO);
         let mut calls = vec![IMulticall3::Call3 {
-            target: config.multicall,
+            target,
             allowFailure: true,
             callData: Bytes::from(IMulticall3::getChainIdCall {}.abi_encode()),
         }];
-        for (_, node) in &config.nodes {
+        for node in &config.nodes {
             for period in &periods {
                 calls.push(IMulticall3::Call3 {
                     target: config.contract,
@@ -270,7 +405,7 @@ impl RewardState {
                     callData: Bytes::from(
                         IBlockBuilderReward::getClaimableRewardCall {
                             periodNumber: U256::from(*period),
-                            user: *node,
+                            user: node.address,
                         }
                         .abi_encode(),
                     ),
@@ -278,14 +413,17 @@ impl RewardState {
             }
         }
         let expected = calls.len();
-        let data = multicall::encode_aggregate3(calls);
-        let multicall = config.multicall.to_string();
+        let batch_calls = batch::from_calls(&calls, target);
+        let aggregate = multicall.map(|_| multicall::encode_aggregate3(calls));
         let mut errors = Vec::new();
         let mut retry_after = None;
         let mut answer = None;
+        let mut multicall_missing = false;
         for (i, url) in config.rpc_urls.iter().enumerate() {
+            let mut requests = 0;
             let result = (|| {
                 if !verified[i] {
+                    requests += 1;
                     let actual = client.chain_id(url)?;
                     if actual != config.chain_id {
                         return Err(RpcError::WrongChain {
@@ -294,16 +432,40 @@ impl RewardState {
                         });
                     }
                 }
-                let returned = client.eth_call(url, &multicall, &data)?;
-                let results = multicall::decode_aggregate3(&returned).map_err(RpcError::Decode)?;
+                let mut results = None;
+                if let (Some(address), Some(data)) = (multicall, &aggregate)
+                    && !multicall_missing
+                {
+                    requests += 1;
+                    let returned = client.eth_call(url, &address.to_string(), data)?;
+                    if returned.is_empty() {
+                        // No code at the Multicall3 address: a JSON-RPC batch, now and
+                        // from now on.
+                        multicall_missing = true;
+                    } else {
+                        results = Some(
+                            multicall::decode_aggregate3(&returned).map_err(RpcError::Decode)?,
+                        );
+                    }
+                }
+                let results = match results {
+                    Some(r) => r,
+                    None => {
+                        requests += 1;
+                        batch::parse(&batch_calls, client.post(url, &batch::body(&batch_calls))?)?
+                    }
+                };
                 if results.len() != expected {
                     return Err(RpcError::Decode(format!(
                         "{} results for {expected} calls",
                         results.len()
                     )));
                 }
-                let chain =
-                    multicall::decode_u256(&results[0].returnData).map_err(RpcError::Decode)?;
+                let chain = results[0]
+                    .success
+                    .then(|| multicall::decode_u256(&results[0].returnData).ok())
+                    .flatten()
+                    .ok_or_else(|| RpcError::Decode("the chain id read failed".into()))?;
                 if chain != U256::from(config.chain_id) {
                     return Err(RpcError::WrongChain {
                         expected: config.chain_id,
@@ -312,10 +474,11 @@ impl RewardState {
                 }
                 Ok(results)
             })();
+            lock(state).requests += requests;
             match result {
                 Ok(results) => {
                     lock(state).verified[i] = true;
-                    answer = Some(results);
+                    answer = Some((url.clone(), results));
                     break;
                 }
                 Err(e) => {
@@ -331,8 +494,15 @@ impl RewardState {
             }
         }
         let mut s = lock(state);
+        if multicall_missing && s.multicall.is_some() {
+            tracing::warn!(
+                multicall = %target,
+                "no Multicall3 contract at the configured address: reading with JSON-RPC batches"
+            );
+            s.multicall = None;
+        }
         s.last_duration = Some(started.elapsed().as_secs_f64());
-        let Some(results) = answer else {
+        let Some((url, results)) = answer else {
             let error = errors.join("; ");
             s.last_error = Some(error.clone());
             for ok in &mut s.node_ok {
@@ -347,32 +517,40 @@ impl RewardState {
         // Per node: its sum only if every period was read; otherwise its last value stays.
         let mut all_ok = true;
         let mut failed = Vec::new();
-        for (n, chunk) in results[1..].chunks(periods.len().max(1)).enumerate() {
-            let mut sum = U256::ZERO;
-            let mut ok = true;
-            for (period, r) in periods.iter().zip(chunk) {
-                match r
-                    .success
-                    .then(|| multicall::decode_u256(&r.returnData).ok())
-                    .flatten()
-                {
-                    Some(v) => sum = sum.saturating_add(v),
-                    None => {
-                        ok = false;
-                        failed.push(format!("{}: period {period}", config.nodes[n].0));
-                    }
-                }
-            }
-            if ok {
-                s.sitx[n] = Some(multicall::to_units(sum, 18));
-            }
-            s.node_ok[n] = Some(ok);
-            all_ok &= ok;
-        }
+        let mut claimable: Claimable = vec![None; config.nodes.len()];
         if periods.is_empty() {
-            for n in 0..config.nodes.len() {
+            for (n, c) in claimable.iter_mut().enumerate() {
                 s.sitx[n] = Some(0.0);
                 s.node_ok[n] = Some(true);
+                *c = Some(Vec::new());
+            }
+        } else {
+            for (n, chunk) in results[1..].chunks(periods.len()).enumerate() {
+                let mut sum = U256::ZERO;
+                let mut per_period = Vec::with_capacity(periods.len());
+                let mut ok = true;
+                for (period, r) in periods.iter().zip(chunk) {
+                    match r
+                        .success
+                        .then(|| multicall::decode_u256(&r.returnData).ok())
+                        .flatten()
+                    {
+                        Some(v) => {
+                            sum = sum.saturating_add(v);
+                            per_period.push((*period, v));
+                        }
+                        None => {
+                            ok = false;
+                            failed.push(format!("{}: period {period}", config.nodes[n].name));
+                        }
+                    }
+                }
+                if ok {
+                    s.sitx[n] = Some(multicall::to_units(sum, 18));
+                    claimable[n] = Some(per_period);
+                }
+                s.node_ok[n] = Some(ok);
+                all_ok &= ok;
             }
         }
         for _ in 0..failed.len() {
@@ -386,6 +564,8 @@ impl RewardState {
         if let Some(e) = &error {
             s.last_error = Some(e.clone());
         }
+        drop(s);
+        Self::claims(state, client, &config, &url, &claimable);
         RefreshOutcome {
             ok: all_ok,
             error,
@@ -393,23 +573,286 @@ impl RewardState {
         }
     }
 
+    /// Auto-claim after a read: for each node with `[nodes.claim]` whose periods were
+    /// all read, follow its pending transaction, or claim when the threshold is reached.
+    fn claims(
+        state: &Mutex<RewardState>,
+        client: &RpcClient,
+        config: &RewardConfig,
+        url: &str,
+        claimable: &Claimable,
+    ) {
+        for (n, node) in config.nodes.iter().enumerate() {
+            let (Some(settings), Some(per_period)) = (&node.claim, &claimable[n]) else {
+                continue;
+            };
+            let pending = lock(state).claims[n].pending.clone();
+            if let Some((hash, sent_at, amount)) = pending {
+                match claim::receipt(client, url, &hash) {
+                    Ok(Some(true)) => {
+                        tracing::info!(node = %node.name, tx = %hash, sitx = amount, "claim mined");
+                        let mut s = lock(state);
+                        let c = &mut s.claims[n];
+                        c.pending = None;
+                        c.confirmed += 1;
+                        c.claimed_sitx += amount;
+                        c.last_ok = Some(true);
+                    }
+                    Ok(Some(false)) => {
+                        tracing::warn!(node = %node.name, tx = %hash, "claim reverted");
+                        let mut s = lock(state);
+                        let c = &mut s.claims[n];
+                        c.pending = None;
+                        *c.failures.entry("reverted").or_insert(0) += 1;
+                        c.last_ok = Some(false);
+                        c.last_error = Some(format!("transaction {hash} reverted"));
+                    }
+                    Ok(None) if sent_at.elapsed() >= CLAIM_PENDING_TIMEOUT => {
+                        tracing::warn!(node = %node.name, tx = %hash, "claim not mined in time: dropped");
+                        let mut s = lock(state);
+                        let c = &mut s.claims[n];
+                        c.pending = None;
+                        *c.failures.entry("dropped").or_insert(0) += 1;
+                        c.last_ok = Some(false);
+                        c.last_error = Some(format!("transaction {hash} not mined in time"));
+                    }
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(node = %node.name, tx = %hash, error = %e, "cannot read the claim's receipt");
+                        continue;
+                    }
+                }
+                // The claimed periods read 0 from the next refresh on.
+                continue;
+            }
+            let periods: Vec<u64> = per_period
+                .iter()
+                .filter(|(_, v)| !v.is_zero())
+                .map(|(p, _)| *p)
+                .collect();
+            let total = per_period
+                .iter()
+                .fold(U256::ZERO, |a, (_, v)| a.saturating_add(*v));
+            let amount = multicall::to_units(total, 18);
+            if periods.is_empty() || amount < settings.threshold_sitx {
+                continue;
+            }
+            let result = claim::prepare(
+                client,
+                url,
+                config.chain_id,
+                config.contract,
+                &settings.key,
+                &periods,
+            )
+            .and_then(|prepared| {
+                if settings.dry_run {
+                    tracing::info!(
+                        node = %node.name,
+                        from = %settings.key.address(),
+                        to = %config.contract,
+                        periods = ?periods,
+                        sitx = amount,
+                        nonce = prepared.nonce,
+                        gas_limit = prepared.gas_limit,
+                        fee_per_gas = prepared.fee_per_gas,
+                        kind = prepared.kind,
+                        tx = %prepared.hash,
+                        "dry run: would send batchClaimReward (set dry_run = false to send)"
+                    );
+                    Ok(None)
+                } else {
+                    claim::send(client, url, &prepared).map(Some)
+                }
+            });
+            let mut s = lock(state);
+            let c = &mut s.claims[n];
+            match result {
+                Ok(None) => {
+                    c.dry_runs += 1;
+                    c.last_ok = Some(true);
+                }
+                Ok(Some(hash)) => {
+                    tracing::info!(
+                        node = %node.name,
+                        tx = %hash,
+                        periods = ?periods,
+                        sitx = amount,
+                        "claim sent: batchClaimReward"
+                    );
+                    c.sent += 1;
+                    c.last_ok = Some(true);
+                    c.pending = Some((hash, Instant::now(), amount));
+                }
+                Err(e) => {
+                    tracing::warn!(node = %node.name, error = %e, "claim failed");
+                    *c.failures.entry(e.stage()).or_insert(0) += 1;
+                    c.last_ok = Some(false);
+                    c.last_error = Some(e.to_string());
+                }
+            }
+        }
+    }
+
+    /// One run of node `node`'s ETH source (blocking). Returns at once if a run of that
+    /// node is in flight.
+    pub fn run_eth(state: &Mutex<RewardState>, node: usize) {
+        let (argv, timeout, name) = {
+            let mut s = lock(state);
+            let Some(source) = s.config.nodes.get(node).and_then(|n| n.eth.clone()) else {
+                return;
+            };
+            if s.eth[node].in_flight {
+                return;
+            }
+            s.eth[node].in_flight = true;
+            (
+                source.argv(&s.config.ssh_program),
+                source.timeout,
+                s.config.nodes[node].name.clone(),
+            )
+        };
+        let started = Instant::now();
+        let result = cli::run(&argv, timeout, &|pgid| lock(state).eth[node].running = pgid)
+            .and_then(|output| cli::parse_balance(&output));
+        let mut s = lock(state);
+        let eth = &mut s.eth[node];
+        eth.in_flight = false;
+        eth.running = None;
+        eth.runs += 1;
+        eth.last_duration = Some(started.elapsed().as_secs_f64());
+        match result {
+            Ok(balances) => {
+                eth.value = Some(balances.eth);
+                eth.read_at = Some(unix_now());
+                eth.last_ok = Some(true);
+            }
+            Err(e) => {
+                tracing::warn!(node = %name, error = %e, "ETH reward read (INTMAX CLI) failed");
+                *eth.errors.entry(e.kind()).or_insert(0) += 1;
+                eth.last_ok = Some(false);
+                eth.last_error = Some(format!("node {name}: {e}"));
+            }
+        }
+    }
+
+    /// Starts one thread per node with an ETH source: a run, then `eth_interval`, until
+    /// the returned guard is dropped.
+    pub fn start_eth_loops(state: &Arc<Mutex<RewardState>>) -> StopOnDrop {
+        let stop = StopOnDrop::default();
+        let (nodes, interval) = {
+            let s = lock(state);
+            (
+                s.config
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, n)| n.eth.is_some())
+                    .map(|(i, _)| i)
+                    .collect::<Vec<_>>(),
+                s.config.eth_interval,
+            )
+        };
+        for node in nodes {
+            let (state, signal) = (state.clone(), stop.signal.clone());
+            // A node's loop runs its runs one after another: they never overlap.
+            let spawned = std::thread::Builder::new()
+                .name(format!("eth-{node}"))
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    loop {
+                        RewardState::run_eth(&state, node);
+                        let (stopped, wake) = &*signal;
+                        let guard = stopped.lock().unwrap_or_else(|e| e.into_inner());
+                        let (guard, _) = wake
+                            .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                            .unwrap_or_else(|e| e.into_inner());
+                        if *guard {
+                            return;
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(node, error = %e, "cannot start the ETH source's thread");
+            }
+        }
+        stop
+    }
+
+    /// Kills the runs in flight (shutdown).
+    pub fn kill_runs(&self) {
+        for eth in &self.eth {
+            if let Some(pgid) = eth.running {
+                cli::kill_group(pgid);
+            }
+        }
+    }
+
+    /// Whether node `n`'s sources all succeeded last time: `Some(false)` if one failed,
+    /// `Some(true)` if all succeeded, `None` while one has not reported yet.
+    fn node_success(&self, n: usize) -> Option<bool> {
+        let chain = self.node_ok[n];
+        let eth = if self.config.nodes[n].eth.is_some() {
+            self.eth[n].last_ok
+        } else {
+            Some(true)
+        };
+        match (chain, eth) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        }
+    }
+
     /// The families to serve.
     pub fn families(&self) -> Vec<MetricFamily> {
+        let now = unix_now();
         let mut out = Families::default();
-        for (n, (name, _)) in self.config.nodes.iter().enumerate() {
-            if let Some(v) = self.sitx[n] {
+        let any_eth = self.config.nodes.iter().any(|n| n.eth.is_some());
+        for (n, node) in self.config.nodes.iter().enumerate() {
+            let name = node.name.as_str();
+            if let Some(v) = self.eth[n].value {
                 out.gauge(
-                    "intmax_builder_reward_sitx",
-                    "Claimable sITX builder reward, summed over finished periods, in sITX.",
+                    "intmax_builder_reward_eth",
+                    "ETH fee reward of the builder (INTMAX L2 balance read by the INTMAX CLI), in ETH; the last good read.",
                     &[("node", name)],
                     v,
                 );
             }
-            if let Some(ok) = self.node_ok[n] {
+        }
+        for (n, node) in self.config.nodes.iter().enumerate() {
+            if let Some(v) = self.sitx[n] {
+                out.gauge(
+                    "intmax_builder_reward_sitx",
+                    "Claimable sITX builder reward, summed over finished periods, in sITX.",
+                    &[("node", &node.name)],
+                    v,
+                );
+            }
+        }
+        // The total only when every node with an ETH source has a value: a sum with a
+        // node missing would be a made-up number.
+        let eth_nodes: Vec<usize> = (0..self.config.nodes.len())
+            .filter(|n| self.config.nodes[*n].eth.is_some())
+            .collect();
+        let missing = eth_nodes
+            .iter()
+            .filter(|n| self.eth[**n].value.is_none())
+            .count();
+        if any_eth && missing == 0 {
+            out.gauge(
+                "intmax_builder_reward_total_eth",
+                "Sum of intmax_builder_reward_eth over every node with an ETH source; absent while one has no value yet.",
+                &[],
+                eth_nodes.iter().filter_map(|n| self.eth[*n].value).sum(),
+            );
+        }
+        for n in 0..self.config.nodes.len() {
+            if let Some(ok) = self.node_success(n) {
                 out.gauge(
                     "intmax_builder_reward_check_success",
-                    "1 if the node's last reward check read every period, 0 otherwise.",
-                    &[("node", name)],
+                    "1 if the node's last checks all succeeded (on-chain sITX and, if configured, the ETH source), 0 otherwise.",
+                    &[("node", &self.config.nodes[n].name)],
                     if ok { 1.0 } else { 0.0 },
                 );
             }
@@ -421,6 +864,66 @@ impl RewardState {
                 &[],
                 t.floor(),
             );
+        }
+        for (n, node) in self.config.nodes.iter().enumerate() {
+            let name = node.name.as_str();
+            if let Some(ok) = self.node_ok[n] {
+                out.gauge(
+                    "nodewatch_reward_source_success",
+                    "1 if the node's last read from this source succeeded (chain: on-chain sITX; cli: the INTMAX CLI's ETH).",
+                    &[("node", name), ("source", "chain")],
+                    if ok { 1.0 } else { 0.0 },
+                );
+            }
+            if node.eth.is_some()
+                && let Some(ok) = self.eth[n].last_ok
+            {
+                out.gauge(
+                    "nodewatch_reward_source_success",
+                    "1 if the node's last read from this source succeeded (chain: on-chain sITX; cli: the INTMAX CLI's ETH).",
+                    &[("node", name), ("source", "cli")],
+                    if ok { 1.0 } else { 0.0 },
+                );
+            }
+        }
+        if any_eth {
+            out.gauge(
+                "nodewatch_reward_eth_nodes_missing",
+                "Nodes with an ETH source that has never been read successfully.",
+                &[],
+                missing as f64,
+            );
+        }
+        for n in &eth_nodes {
+            let (name, eth) = (self.config.nodes[*n].name.as_str(), &self.eth[*n]);
+            if let (Some(_), Some(at)) = (eth.value, eth.read_at) {
+                out.gauge(
+                    "nodewatch_reward_eth_stale",
+                    "1 if the node's last ETH run failed and the value served is an older one.",
+                    &[("node", name)],
+                    if eth.last_ok == Some(false) { 1.0 } else { 0.0 },
+                );
+                out.gauge(
+                    "nodewatch_reward_eth_data_age_seconds",
+                    "Seconds since the node's ETH value served was read.",
+                    &[("node", name)],
+                    (now - at).max(0.0),
+                );
+            }
+            out.counter(
+                "nodewatch_reward_eth_runs_total",
+                "Runs of the node's ETH source (the INTMAX CLI), successful or not.",
+                &[("node", name)],
+                eth.runs as f64,
+            );
+            for (kind, count) in &eth.errors {
+                out.counter(
+                    "nodewatch_reward_eth_errors_total",
+                    "Failed runs of the node's ETH source, by kind (spawn, timeout, exit, format).",
+                    &[("node", name), ("kind", kind)],
+                    *count as f64,
+                );
+            }
         }
         if let Some(p) = self.periods_counted {
             out.gauge(
@@ -438,31 +941,117 @@ impl RewardState {
                 *n as f64,
             );
         }
+        out.counter(
+            "nodewatch_reward_rpc_requests_total",
+            "JSON-RPC HTTP requests sent by the on-chain refresh (claims not included).",
+            &[],
+            self.requests as f64,
+        );
+        for (n, node) in self.config.nodes.iter().enumerate() {
+            let Some(settings) = &node.claim else {
+                continue;
+            };
+            let (name, c) = (node.name.as_str(), &self.claims[n]);
+            out.gauge(
+                "nodewatch_reward_claim_dry_run",
+                "1 if auto-claim of the node is a dry run (logs, sends nothing), 0 if it sends.",
+                &[("node", name)],
+                if settings.dry_run { 1.0 } else { 0.0 },
+            );
+            out.counter(
+                "nodewatch_reward_claim_dry_runs_total",
+                "Claims prepared and logged but not sent (dry run).",
+                &[("node", name)],
+                c.dry_runs as f64,
+            );
+            out.counter(
+                "nodewatch_reward_claims_sent_total",
+                "batchClaimReward transactions sent.",
+                &[("node", name)],
+                c.sent as f64,
+            );
+            out.counter(
+                "nodewatch_reward_claims_confirmed_total",
+                "batchClaimReward transactions mined successfully.",
+                &[("node", name)],
+                c.confirmed as f64,
+            );
+            out.counter(
+                "nodewatch_reward_claimed_sitx_total",
+                "sITX claimed by mined batchClaimReward transactions, in sITX.",
+                &[("node", name)],
+                c.claimed_sitx,
+            );
+            for (stage, count) in &c.failures {
+                out.counter(
+                    "nodewatch_reward_claim_failures_total",
+                    "Failed claims by stage (prepare, sign, send, reverted, dropped).",
+                    &[("node", name), ("stage", stage)],
+                    *count as f64,
+                );
+            }
+            out.gauge(
+                "nodewatch_reward_claim_pending",
+                "1 while a sent claim waits to be mined.",
+                &[("node", name)],
+                if c.pending.is_some() { 1.0 } else { 0.0 },
+            );
+        }
         out.families
     }
 
     /// The detailed health report.
     pub fn health(&self) -> nodewatch_http::DetailedHealth {
         use nodewatch_http::{ComponentHealth, DetailedHealth, HealthStatus};
-        let ok = !self.node_ok.is_empty() && self.node_ok.iter().all(|o| *o == Some(true));
-        let any_value = self.sitx.iter().any(Option::is_some);
-        let status = if ok {
-            HealthStatus::Healthy
-        } else if any_value || self.node_ok.iter().all(Option::is_none) {
-            HealthStatus::Degraded
-        } else {
-            HealthStatus::Unhealthy
-        };
+        let sitx_ok = !self.node_ok.is_empty() && self.node_ok.iter().all(|o| *o == Some(true));
         let mut collectors = BTreeMap::new();
         collectors.insert(
             "reward_sitx".to_string(),
             ComponentHealth {
-                ok,
+                ok: sitx_ok,
                 last_success_unix: self.last_check,
                 last_error: self.last_error.clone(),
                 duration_seconds: self.last_duration,
             },
         );
+        for (n, node) in self.config.nodes.iter().enumerate() {
+            if node.eth.is_some() {
+                let eth = &self.eth[n];
+                collectors.insert(
+                    format!("reward_eth:{}", node.name),
+                    ComponentHealth {
+                        ok: eth.last_ok == Some(true),
+                        last_success_unix: eth.read_at,
+                        last_error: eth.last_error.clone(),
+                        duration_seconds: eth.last_duration,
+                    },
+                );
+            }
+            if node.claim.is_some() {
+                let c = &self.claims[n];
+                collectors.insert(
+                    format!("reward_claim:{}", node.name),
+                    ComponentHealth {
+                        ok: c.last_ok != Some(false),
+                        last_success_unix: None,
+                        last_error: c.last_error.clone(),
+                        duration_seconds: None,
+                    },
+                );
+            }
+        }
+        let all: Vec<Option<bool>> = (0..self.config.nodes.len())
+            .map(|n| self.node_success(n))
+            .collect();
+        let any_value =
+            self.sitx.iter().any(Option::is_some) || self.eth.iter().any(|e| e.value.is_some());
+        let status = if all.iter().all(|o| *o == Some(true)) {
+            HealthStatus::Healthy
+        } else if any_value || all.iter().all(Option::is_none) {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Unhealthy
+        };
         DetailedHealth {
             status,
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -471,6 +1060,21 @@ impl RewardState {
             outputs: BTreeMap::new(),
             alerts: Vec::new(),
         }
+    }
+}
+
+/// Stops the ETH loops when dropped (they finish the run in flight, if any, first;
+/// [`RewardState::kill_runs`] ends it at once).
+#[derive(Debug, Default)]
+pub struct StopOnDrop {
+    signal: Arc<(Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.signal;
+        *stopped.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        wake.notify_all();
     }
 }
 
@@ -511,8 +1115,136 @@ mod tests {
         let c = RewardConfig::load(&path).expect("example");
         assert_eq!(c.period_seconds, 604_800);
         assert_eq!(c.contract.to_string(), REWARD_CONTRACT);
+        assert!(c.nodes.iter().any(|n| n.eth.is_some()), "an ETH example");
         assert!(
             toml::from_str::<RewardFile>("period_start_unix = 1\nnodes = []\nx = 1\n").is_err()
         );
+    }
+
+    fn state_with_eth() -> RewardState {
+        let file: RewardFile = toml::from_str(
+            "period_start_unix = 1\n\
+             [[nodes]]\nname = \"a\"\naddress = \"0x1111111111111111111111111111111111111111\"\n\
+             [nodes.eth]\nlocal_command = [\"/bin/sh\", \"-c\", \"echo 'ETH: 1.5'\"]\n\
+             [[nodes]]\nname = \"b\"\naddress = \"0x2222222222222222222222222222222222222222\"\n\
+             [nodes.eth]\nlocal_command = [\"/bin/sh\", \"-c\", \"echo 'Balance 2 ETH'\"]\n\
+             [[nodes]]\nname = \"c\"\naddress = \"0x3333333333333333333333333333333333333333\"\n",
+        )
+        .expect("toml");
+        RewardState::new(RewardConfig::resolve(file).expect("config"))
+    }
+
+    fn sample(families: &[MetricFamily], name: &str, node: &str) -> Option<f64> {
+        let f = families.iter().find(|f| f.name() == name)?;
+        f.get_metric()
+            .iter()
+            .find(|m| node.is_empty() || m.get_label().iter().any(|l| l.value() == node))
+            .map(|m| {
+                if f.get_field_type() == prometheus::proto::MetricType::GAUGE {
+                    m.get_gauge().get_value()
+                } else {
+                    m.get_counter().get_value()
+                }
+            })
+    }
+
+    #[test]
+    fn eth_values_only_after_a_good_read_and_no_partial_total() {
+        let state = Mutex::new(state_with_eth());
+        let families = lock(&state).families();
+        assert_eq!(sample(&families, "intmax_builder_reward_eth", "a"), None);
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_total_eth", ""),
+            None
+        );
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_check_success", "a"),
+            None
+        );
+
+        RewardState::run_eth(&state, 0);
+        RewardState::run_eth(&state, 1);
+        RewardState::run_eth(&state, 2); // no source: nothing
+        let s = lock(&state);
+        let families = s.families();
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_eth", "a"),
+            Some(1.5)
+        );
+        assert_eq!(sample(&families, "intmax_builder_reward_eth", "b"), None);
+        // b never read: no total (a made-up sum), and a count of what is missing.
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_total_eth", ""),
+            None
+        );
+        assert_eq!(
+            sample(&families, "nodewatch_reward_eth_nodes_missing", ""),
+            Some(1.0)
+        );
+        // b failed: its check fails even before the chain was read.
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_check_success", "b"),
+            Some(0.0)
+        );
+        // a's ETH is good, its chain read has not happened yet: not known.
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_check_success", "a"),
+            None
+        );
+        let error = s.eth[1].last_error.clone().expect("error");
+        assert!(
+            error.contains("node b") && error.contains("Balance 2 ETH"),
+            "{error}"
+        );
+        drop(s);
+
+        // Once b reads, the total appears; when a then fails, its value stays (stale).
+        lock(&state).eth[1].value = Some(2.0);
+        lock(&state).eth[1].last_ok = Some(true);
+        lock(&state).config.nodes[0].eth = Some(
+            EthSource::resolve(
+                0,
+                &toml::from_str("local_command = [\"/bin/false\"]").expect("toml"),
+            )
+            .expect("source"),
+        );
+        RewardState::run_eth(&state, 0);
+        let families = lock(&state).families();
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_eth", "a"),
+            Some(1.5)
+        );
+        assert_eq!(
+            sample(&families, "nodewatch_reward_eth_stale", "a"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&families, "intmax_builder_reward_total_eth", ""),
+            Some(3.5)
+        );
+    }
+
+    #[test]
+    fn runs_never_overlap() {
+        let state = Mutex::new(state_with_eth());
+        lock(&state).eth[0].in_flight = true;
+        RewardState::run_eth(&state, 0);
+        assert_eq!(
+            lock(&state).eth[0].runs,
+            0,
+            "a run in flight: no second one"
+        );
+    }
+
+    #[test]
+    fn node_names_are_unique() {
+        let file: RewardFile = toml::from_str(
+            "period_start_unix = 1\n\
+             [[nodes]]\nname = \"a\"\naddress = \"0x1111111111111111111111111111111111111111\"\n\
+             [[nodes]]\nname = \"a\"\naddress = \"0x2222222222222222222222222222222222222222\"\n",
+        )
+        .expect("toml");
+        let e = RewardConfig::resolve(file).expect_err("twice").to_string();
+        assert!(e.contains("nodes[1].name"), "{e}");
     }
 }

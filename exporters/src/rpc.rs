@@ -17,7 +17,7 @@ pub enum RpcError {
     /// Connection refused, DNS, TLS, reset…
     #[error("transport: {0}")]
     Transport(String),
-    /// HTTP 429; `retry_after` from its `Retry-After` header (seconds form).
+    /// HTTP 429; `retry_after` from its `Retry-After` header (seconds or HTTP-date).
     #[error("rate limited (HTTP 429), retry after {retry_after:?}")]
     RateLimited {
         /// How long the server asked us to wait.
@@ -134,8 +134,7 @@ impl RpcClient {
                 .headers()
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             return Err(RpcError::RateLimited { retry_after });
         }
         if !(200..300).contains(&status) {
@@ -182,6 +181,17 @@ impl RpcClient {
             .ok_or_else(|| RpcError::Malformed(format!("eth_call result {result}")))?;
         hex_decode(text).ok_or_else(|| RpcError::Malformed("eth_call result is not hex".into()))
     }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date turned into
+/// the time left from `now` (zero if it is past). `None` if it is neither.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The `result` of a JSON-RPC response object, or its error.
@@ -258,6 +268,26 @@ mod tests {
             "https://scroll-mainnet.g.alchemy.com"
         );
         assert_eq!(redact("http://127.0.0.1:8545"), "http://127.0.0.1:8545");
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        // 2015-10-21 07:28:00 UTC is `now`; 07:30:00 is 120 s later.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 
     #[test]

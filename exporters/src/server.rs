@@ -24,6 +24,16 @@ pub trait Exporter: Send + 'static {
     fn families(&self) -> Vec<MetricFamily>;
     /// The detailed health report.
     fn health(&self) -> DetailedHealth;
+    /// Starts work beside the refresh loop (the reward exporter's ETH source); it stops
+    /// when the returned guard is dropped.
+    fn start_background(_state: &Arc<Mutex<Self>>) -> Option<Box<dyn std::any::Any + Send>>
+    where
+        Self: Sized,
+    {
+        None
+    }
+    /// At shutdown: ends what is in flight (child processes).
+    fn stop_background(&self) {}
 }
 
 impl Exporter for WalletState {
@@ -55,6 +65,12 @@ impl Exporter for RewardState {
     }
     fn health(&self) -> DetailedHealth {
         RewardState::health(self)
+    }
+    fn start_background(state: &Arc<Mutex<Self>>) -> Option<Box<dyn std::any::Any + Send>> {
+        Some(Box::new(RewardState::start_eth_loops(state)))
+    }
+    fn stop_background(&self) {
+        self.kill_runs();
     }
 }
 
@@ -134,11 +150,19 @@ pub async fn run<E: Exporter>(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let refresher = tokio::spawn(refresh_loop(state.clone(), stop_rx));
-    let router = nodewatch_http::router(Arc::new(Source { state }), &options);
+    let background = E::start_background(&state);
+    let router = nodewatch_http::router(
+        Arc::new(Source {
+            state: state.clone(),
+        }),
+        &options,
+    );
     let result = nodewatch_http::serve(listener, router, &options, shutdown).await;
     let _ = stop_tx.send(true);
     // A refresh in flight on the blocking pool is not waited for: its answer is moot.
     refresher.abort();
+    drop(background);
+    lock(&state).stop_background();
     result
 }
 

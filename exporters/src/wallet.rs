@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, U256};
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
 
+use crate::batch;
 use crate::config::Config;
 use crate::multicall::{self, Read};
-use crate::rpc::{RpcClient, RpcError, hex_decode, hex_encode, redact};
-use serde_json::{Value, json};
+use crate::rpc::{RpcClient, RpcError, redact};
 
 /// A token's cached metadata, read once.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,15 +167,9 @@ impl WalletState {
                 .collect();
             (reads, calls, urls, s.multicall, s.config.chain_id)
         };
-        let wallets: Vec<String> = {
-            let s = lock(state);
-            s.config
-                .wallets
-                .iter()
-                .map(|w| w.address.to_string())
-                .collect()
-        };
         let aggregate = multicall.map(|_| multicall::encode_aggregate3(calls.clone()));
+        // The same reads as a JSON-RPC batch (shared with the reward exporter).
+        let batch_calls = batch::from_calls(&calls, multicall.unwrap_or(Address::ZERO));
 
         let mut last_error: Option<RpcError> = None;
         let mut retry_after: Option<Duration> = None;
@@ -213,8 +207,7 @@ impl WalletState {
                     multicall_missing = true;
                 }
                 requests += 1;
-                let body = batch_body(&reads, &calls, &wallets);
-                parse_batch(&reads, client.post(&url, &body)?)
+                batch::parse(&batch_calls, client.post(&url, &batch::body(&batch_calls))?)
             })();
             let mut s = lock(state);
             s.requests += requests;
@@ -602,97 +595,6 @@ impl WalletState {
     }
 }
 
-/// The JSON-RPC batch of `reads` (when Multicall3 is absent): `eth_chainId`,
-/// `eth_getBalance` and `eth_call`s, with the read's index as id.
-fn batch_body(
-    reads: &[Read],
-    calls: &[multicall::IMulticall3::Call3],
-    wallets: &[String],
-) -> Value {
-    let items: Vec<Value> = reads
-        .iter()
-        .zip(calls)
-        .enumerate()
-        .map(|(id, (read, call))| {
-            let (method, params) = match read {
-                Read::ChainId => ("eth_chainId", json!([])),
-                Read::Eth { wallet } => ("eth_getBalance", json!([wallets[*wallet], "latest"])),
-                _ => (
-                    "eth_call",
-                    json!([
-                        {"to": call.target.to_string(), "data": hex_encode(&call.callData)},
-                        "latest"
-                    ]),
-                ),
-            };
-            json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-        })
-        .collect();
-    Value::Array(items)
-}
-
-/// A batch answer as `aggregate3` results, in the order of the reads: quantities
-/// (`eth_chainId`, `eth_getBalance`) become 32-byte words, error objects failed reads.
-fn parse_batch(
-    reads: &[Read],
-    answer: Value,
-) -> Result<Vec<multicall::IMulticall3::Result>, RpcError> {
-    let Value::Array(items) = answer else {
-        return Err(RpcError::Malformed(
-            "a JSON-RPC batch must be answered with an array".into(),
-        ));
-    };
-    let count = reads.len();
-    let mut results: Vec<Option<multicall::IMulticall3::Result>> = vec![None; count];
-    for item in items {
-        let id = item
-            .get("id")
-            .and_then(Value::as_u64)
-            .and_then(|id| usize::try_from(id).ok())
-            .filter(|id| *id < count)
-            .ok_or_else(|| RpcError::Malformed(format!("batch item without a known id: {item}")))?;
-        let quantity = matches!(reads[id], Read::ChainId | Read::Eth { .. });
-        let data = match crate::rpc::result_of(item) {
-            Ok(Value::String(text)) => {
-                let bytes = hex_decode(&text)
-                    .or_else(|| {
-                        // Quantities may have an odd number of digits: parse as a number.
-                        if !quantity {
-                            return None;
-                        }
-                        U256::from_str_radix(text.trim_start_matches("0x"), 16)
-                            .ok()
-                            .map(|v| v.to_be_bytes::<32>().to_vec())
-                    })
-                    .ok_or_else(|| RpcError::Malformed(format!("not hex: {text:?}")))?;
-                // eth_chainId and eth_getBalance are quantities: pad them to a word.
-                // eth_call returns stay as they are ("0x" from an address without code
-                // fails to decode; it is never read as 0).
-                let data = if quantity && bytes.len() < 32 {
-                    let mut word = vec![0u8; 32 - bytes.len()];
-                    word.extend_from_slice(&bytes);
-                    word
-                } else {
-                    bytes
-                };
-                Some(data)
-            }
-            Ok(other) => return Err(RpcError::Malformed(format!("batch result {other}"))),
-            Err(RpcError::Rpc { .. }) => None,
-            Err(e) => return Err(e),
-        };
-        results[id] = Some(multicall::IMulticall3::Result {
-            success: data.is_some(),
-            returnData: data.unwrap_or_default().into(),
-        });
-    }
-    results
-        .into_iter()
-        .enumerate()
-        .map(|(id, r)| r.ok_or_else(|| RpcError::Malformed(format!("batch item {id} missing"))))
-        .collect()
-}
-
 /// Locks the state; a poisoned lock (a panic elsewhere) still holds usable data.
 pub fn lock(state: &std::sync::Mutex<WalletState>) -> std::sync::MutexGuard<'_, WalletState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
@@ -854,44 +756,5 @@ mod tests {
             Err(RpcError::WrongChain { actual: 1, .. })
         ));
         assert!(s.balances.is_empty());
-    }
-
-    #[test]
-    fn batch_answers_in_any_order() {
-        let reads = [
-            Read::ChainId,
-            Read::Eth { wallet: 0 },
-            Read::Decimals { token: 0 },
-        ];
-        let answer = json!([
-            {"jsonrpc": "2.0", "id": 2, "error": {"code": 3, "message": "execution reverted"}},
-            {"jsonrpc": "2.0", "id": 0, "result": "0x82750"},
-            {"jsonrpc": "2.0", "id": 1, "result": "0xde0b6b3a7640000"},
-        ]);
-        let results = parse_batch(&reads, answer).expect("batch");
-        assert_eq!(
-            multicall::decode_u256(&results[0].returnData),
-            Ok(U256::from(534_352u64))
-        );
-        assert_eq!(
-            multicall::decode_u256(&results[1].returnData),
-            Ok(U256::from(10u64).pow(U256::from(18u64)))
-        );
-        assert!(!results[2].success);
-        assert!(matches!(
-            parse_batch(&reads, json!({"error": "x"})),
-            Err(RpcError::Malformed(_))
-        ));
-        assert!(matches!(
-            parse_batch(&reads, json!([{"id": 0, "result": "0x1"}])),
-            Err(RpcError::Malformed(_))
-        ));
-        // An eth_call answered "0x" (no contract) is not a zero.
-        let reads = [Read::TokenBalance {
-            token: 0,
-            wallet: 0,
-        }];
-        let results = parse_batch(&reads, json!([{"id": 0, "result": "0x"}])).expect("batch");
-        assert!(multicall::decode_u256(&results[0].returnData).is_err());
     }
 }

@@ -197,7 +197,9 @@ pub async fn serve(
     } else {
         router
     };
-    axum::serve(listener, router)
+    // The peer's address is available to handlers (the agent's loopback-only endpoints).
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())

@@ -9,6 +9,9 @@
 //! - [`duty`]: the duty-cycle budget (EU868: 1 % over a sliding hour).
 //! - [`queue`]: outgoing frames, critical first.
 //! - [`radio`]: the [`radio::Radio`] trait and its backends.
+//!
+//! The decoder's fuzz target is `fuzz/` (cargo-fuzz, its own workspace): run
+//! `fuzz/run.sh [SECONDS]`.
 
 pub mod airtime;
 pub mod duty;
@@ -17,3 +20,5 @@ pub mod queue;
 pub mod radio;
 pub mod replay;
 pub mod sequence;
+
+mod persist;

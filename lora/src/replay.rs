@@ -1,1 +1,305 @@
-//! TODO(helper)
+//! The gateway's replay window, per node.
+//!
+//! For each node the gateway keeps the highest sequence it accepted and a 64-bit
+//! bitmap of which of the 64 sequences below it it accepted too, so frames that
+//! arrive out of order (a resend overtaken by a newer alert) are still taken, once.
+//! The window is saved in `state_dir` so that a restarted gateway does not take an
+//! old frame recorded off the air.
+//!
+//! A node that lost its own sequence file would restart below its window and be
+//! refused as a replay until [`ReplayWindow::forget`] is called for it (the node's
+//! [`crate::sequence::SequenceStore`] refuses to start over on a corrupt file for
+//! this reason).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::NodeId;
+use crate::persist;
+
+/// How many sequences below the highest are remembered.
+pub const WINDOW: u32 = 64;
+
+/// What to do with a verified frame's sequence.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Verdict {
+    /// Never seen and not too old: accept it ([`ReplayWindow::accept`]) and forward it.
+    New,
+    /// Already accepted: a resend whose ack was lost. Acknowledge it again, but do not
+    /// forward it.
+    Duplicate,
+    /// Older than the window: drop it (and count it).
+    Replay,
+}
+
+/// One node's window.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeWindow {
+    /// The highest accepted sequence.
+    highest: u32,
+    /// Bit `i` set: `highest - 1 - i` was accepted.
+    below: u64,
+}
+
+/// The file's format (versioned, so that a later gateway can migrate it).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Saved {
+    version: u32,
+    nodes: BTreeMap<NodeId, NodeWindow>,
+}
+
+const FILE_VERSION: u32 = 1;
+
+/// The per-node replay windows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplayWindow {
+    nodes: BTreeMap<NodeId, NodeWindow>,
+}
+
+impl ReplayWindow {
+    /// An empty window: every sequence of every node is new.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Classifies `seq` from `node` without changing anything (call it after the MAC
+    /// verified, and [`accept`](Self::accept) on [`Verdict::New`]).
+    pub fn check(&self, node: NodeId, seq: u32) -> Verdict {
+        let Some(w) = self.nodes.get(&node) else {
+            return Verdict::New;
+        };
+        if seq > w.highest {
+            return Verdict::New;
+        }
+        let behind = w.highest - seq;
+        if behind == 0 {
+            return Verdict::Duplicate;
+        }
+        if behind > WINDOW {
+            return Verdict::Replay;
+        }
+        if w.below & (1 << (behind - 1)) != 0 {
+            Verdict::Duplicate
+        } else {
+            Verdict::New
+        }
+    }
+
+    /// Records `seq` from `node` as accepted. A sequence below the window is ignored.
+    pub fn accept(&mut self, node: NodeId, seq: u32) {
+        let w = self.nodes.entry(node).or_insert(NodeWindow {
+            highest: seq,
+            below: 0,
+        });
+        if seq > w.highest {
+            let shift = seq - w.highest;
+            // The old highest becomes bit `shift - 1`; shifting by 64 or more empties.
+            let moved = w.below.checked_shl(shift).unwrap_or(0);
+            let old_highest = 1u64.checked_shl(shift - 1).unwrap_or(0);
+            w.below = moved | old_highest;
+            w.highest = seq;
+        } else if seq < w.highest {
+            let behind = w.highest - seq;
+            if behind <= WINDOW {
+                w.below |= 1 << (behind - 1);
+            }
+        }
+    }
+
+    /// The highest sequence accepted from `node`, if any.
+    pub fn highest(&self, node: NodeId) -> Option<u32> {
+        self.nodes.get(&node).map(|w| w.highest)
+    }
+
+    /// The nodes heard from.
+    pub fn nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes.keys().copied()
+    }
+
+    /// Forgets `node`, so that its next frame is new whatever its sequence (for an
+    /// operator resetting a node that lost its state).
+    pub fn forget(&mut self, node: NodeId) -> bool {
+        self.nodes.remove(&node).is_some()
+    }
+
+    /// Reads the saved windows; an absent file is an empty window. A corrupt file is
+    /// an error naming it, not a silent reset (that would reopen the replay window).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let Some(bytes) = persist::read_optional(path)? else {
+            return Ok(Self::new());
+        };
+        let saved: Saved = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a replay window file: {e}", path.display()))?;
+        if saved.version != FILE_VERSION {
+            return Err(format!(
+                "{} has replay window format {}, expected {FILE_VERSION}",
+                path.display(),
+                saved.version
+            ));
+        }
+        Ok(Self { nodes: saved.nodes })
+    }
+
+    /// Saves the windows atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let saved = Saved {
+            version: FILE_VERSION,
+            nodes: self.nodes.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&saved)
+            .map_err(|e| format!("encoding {}: {e}", path.display()))?;
+        persist::write_atomic(path, &json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{AlertFrame, AlertState, Frame, Key, Severity, decode};
+
+    const A: NodeId = NodeId([1, 2, 3, 4]);
+    const B: NodeId = NodeId([5, 6, 7, 8]);
+
+    #[test]
+    fn new_duplicate_replay() {
+        let mut w = ReplayWindow::new();
+        assert_eq!(w.check(A, 100), Verdict::New);
+        w.accept(A, 100);
+        assert_eq!(w.check(A, 100), Verdict::Duplicate);
+        assert_eq!(w.check(B, 100), Verdict::New, "nodes are independent");
+        assert_eq!(w.check(A, 101), Verdict::New);
+        // Below the first accepted, but within the window: never seen, so new.
+        assert_eq!(w.check(A, 99), Verdict::New);
+        assert_eq!(w.check(A, 100 - WINDOW), Verdict::New);
+        assert_eq!(w.check(A, 100 - WINDOW - 1), Verdict::Replay);
+        assert_eq!(w.check(A, 0), Verdict::Replay);
+        assert_eq!(w.highest(A), Some(100));
+        assert_eq!(w.highest(B), None);
+    }
+
+    #[test]
+    fn out_of_order_within_the_window() {
+        let mut w = ReplayWindow::new();
+        for seq in [10, 12, 11, 15] {
+            assert_eq!(w.check(A, seq), Verdict::New, "{seq}");
+            w.accept(A, seq);
+        }
+        for seq in [10, 11, 12, 15] {
+            assert_eq!(w.check(A, seq), Verdict::Duplicate, "{seq}");
+        }
+        for seq in [13, 14, 9] {
+            assert_eq!(w.check(A, seq), Verdict::New, "{seq}");
+        }
+        // Slide by exactly 64: 15 is then the oldest remembered.
+        w.accept(A, 15 + 64);
+        assert_eq!(w.check(A, 15), Verdict::Duplicate);
+        assert_eq!(w.check(A, 14), Verdict::Replay);
+        assert_eq!(w.check(A, 16), Verdict::New);
+        // Slide by more than 64: everything below is forgotten or too old.
+        w.accept(A, 1000);
+        assert_eq!(w.check(A, 15 + 64), Verdict::Replay);
+        assert_eq!(w.check(A, 999), Verdict::New);
+        // Accepting below the window changes nothing.
+        let before = w.clone();
+        w.accept(A, 3);
+        assert_eq!(w, before);
+    }
+
+    #[test]
+    fn extremes() {
+        let mut w = ReplayWindow::new();
+        w.accept(A, 0);
+        w.accept(A, u32::MAX);
+        assert_eq!(w.check(A, u32::MAX), Verdict::Duplicate);
+        assert_eq!(w.check(A, u32::MAX - 1), Verdict::New);
+        assert_eq!(w.check(A, 0), Verdict::Replay);
+        assert!(w.forget(A));
+        assert_eq!(w.check(A, 0), Verdict::New);
+        assert!(!w.forget(A));
+    }
+
+    #[test]
+    fn replayed_frame_is_refused_after_verifying() {
+        let key = Key::from_hex("00112233445566778899aabbccddeeff").expect("key");
+        let frame = |seq| {
+            Frame::Alert(AlertFrame {
+                state: AlertState::Firing,
+                severity: Severity::Critical,
+                node: A,
+                sequence: seq,
+                value: 1.0,
+                node_time: 0,
+                alertname: "Down".into(),
+            })
+            .encode(&key)
+            .expect("encode")
+        };
+        let mut w = ReplayWindow::new();
+        let old = frame(5);
+        for seq in [5, 6, 200] {
+            let f = decode(&frame(seq), &key).expect("valid");
+            assert_eq!(w.check(f.node(), f.sequence()), Verdict::New);
+            w.accept(f.node(), f.sequence());
+        }
+        // A recording of frame 5 played back: the MAC verifies, the window refuses.
+        let f = decode(&old, &key).expect("still a valid MAC");
+        assert_eq!(w.check(f.node(), f.sequence()), Verdict::Replay);
+    }
+
+    #[test]
+    fn survives_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("replay.json");
+        assert_eq!(
+            ReplayWindow::load(&path).expect("absent"),
+            ReplayWindow::new()
+        );
+        let mut w = ReplayWindow::new();
+        for seq in [1, 3, 40] {
+            w.accept(A, seq);
+        }
+        w.accept(B, 7);
+        w.save(&path).expect("save");
+        let back = ReplayWindow::load(&path).expect("load");
+        assert_eq!(back, w);
+        assert_eq!(back.check(A, 3), Verdict::Duplicate);
+        assert_eq!(back.check(A, 2), Verdict::New);
+        assert_eq!(back.nodes().collect::<Vec<_>>(), vec![A, B]);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("\"01020304\""), "{text}");
+        assert!(!dir.path().join("replay.json.tmp").exists());
+        // Saving again replaces the file.
+        w.accept(B, 8);
+        w.save(&path).expect("save again");
+        assert_eq!(ReplayWindow::load(&path).expect("load"), w);
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("replay.json");
+        for bad in [
+            "",
+            "{",
+            "[]",
+            r#"{"version":2,"nodes":{}}"#,
+            r#"{"version":1,"nodes":{"xyz":{"highest":1,"below":0}}}"#,
+        ] {
+            std::fs::write(&path, bad).expect("write");
+            let err = ReplayWindow::load(&path).expect_err(bad);
+            assert!(err.contains("replay.json"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn save_to_a_missing_directory_names_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("missing").join("replay.json");
+        let err = ReplayWindow::new().save(&path).expect_err("no directory");
+        assert!(err.contains("missing"), "{err}");
+    }
+}

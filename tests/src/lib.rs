@@ -7,10 +7,12 @@
 
 #![allow(clippy::unwrap_used)] // test support: a failed setup should stop the test loudly
 
+pub mod alertmanager;
 pub mod docker;
 pub mod evm;
 pub mod metrics_text;
 pub mod process;
+pub mod ssh;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

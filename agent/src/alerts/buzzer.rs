@@ -1,18 +1,18 @@
 //! Buzzer patterns, quiet hours and persisted acknowledgements (issue 5, part 3).
 //!
-//! UNFINISHED: nothing here is wired into the daemon or the config yet. It is the
-//! tested core the GPIO output will drive: what to sound when ([`BuzzerPolicy`],
-//! [`Buzzer::next_sound`]), how ([`pattern`], [`play`] on any embedded-hal 1.0
-//! `OutputPin`), and which alerts the operator acknowledged ([`AckStore`], a JSON file
-//! in `state_dir`). Left to do: the `[buzzer]` config section, the task that feeds it
-//! the evaluator's alerts and the button's events (press = acknowledge, long press =
-//! mute for an hour), the rppal pin at the edge and its simulated (logged) form, the LED.
+//! The tested core the GPIO output (`crate::outputs::buzzer`) drives: what to sound
+//! when ([`BuzzerPolicy`], [`Buzzer::next_sound`]), how ([`pattern`], [`play`] on any
+//! embedded-hal 1.0 `OutputPin`), and which alerts the operator acknowledged
+//! ([`AckStore`], a JSON file in `state_dir`, shared by the display and the buzzer
+//! through [`Acknowledgements`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::OutputPin;
+use tokio::sync::watch;
 
 use super::{FiringAlert, Severity};
 
@@ -156,6 +156,23 @@ impl Buzzer {
         self.muted_until = Some(now + self.policy.mute_for);
     }
 
+    /// Whether a mute is in force at `now`.
+    pub fn is_muted(&self, now: Instant) -> bool {
+        self.muted_until.is_some_and(|t| now < t)
+    }
+
+    /// Whether `minute_of_day` (local time) is in quiet hours.
+    pub fn is_quiet(&self, minute_of_day: u16) -> bool {
+        self.policy
+            .quiet_hours
+            .is_some_and(|q| q.contains(minute_of_day))
+    }
+
+    /// Its policy.
+    pub fn policy(&self) -> &BuzzerPolicy {
+        &self.policy
+    }
+
     /// What to play now. `firing` pairs each firing alert with whether it was
     /// acknowledged; `resolved` says an alert resolved since the last call;
     /// `minute_of_day` is local time, for quiet hours.
@@ -234,6 +251,35 @@ impl AckStore {
         Ok(AckStore { path, keys })
     }
 
+    /// An empty store that saves to `state_dir` (after a file that could not be read).
+    pub fn empty(state_dir: &Path) -> AckStore {
+        AckStore {
+            path: state_dir.join("acknowledged.json"),
+            keys: BTreeSet::new(),
+        }
+    }
+
+    /// The file it is kept in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The acknowledged keys ([`alert_key`]).
+    pub fn keys(&self) -> &BTreeSet<String> {
+        &self.keys
+    }
+
+    /// Keeps only the keys `keep` says yes to; saves if anything changed. Returns
+    /// whether anything changed.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) -> Result<bool, String> {
+        let before = self.keys.len();
+        self.keys.retain(|k| keep(k));
+        if self.keys.len() == before {
+            return Ok(false);
+        }
+        self.save().map(|()| true)
+    }
+
     /// Whether the alert was acknowledged.
     pub fn is_acknowledged(&self, alert: &FiringAlert) -> bool {
         self.keys.contains(&alert_key(alert))
@@ -260,11 +306,161 @@ impl AckStore {
 
     fn save(&self) -> Result<(), String> {
         let text = serde_json::to_string_pretty(&self.keys).unwrap_or_default();
+        if let Some(dir) = self.path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "{}: cannot write: cannot create {}: {e}",
+                    self.path.display(),
+                    dir.display()
+                )
+            })?;
+        }
         // Write then rename, so a power cut leaves the old file or the new one.
         let tmp = self.path.with_extension("json.tmp");
         std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, &self.path))
             .map_err(|e| format!("{}: cannot write: {e}", self.path.display()))
+    }
+}
+
+/// The acknowledgements the display and the buzzer share: one [`AckStore`] behind a
+/// lock, and a watch that ticks on every change so both act at once.
+///
+/// An acknowledgement ends when its alert resolves. Resolution is seen by
+/// [`Acknowledgements::sync`]: a key that was seen firing in this run and no longer
+/// is, is forgotten at once; a key loaded from the file that never fires again (the
+/// alert resolved while the agent was down) is forgotten once `settled` (after the
+/// longest `for` of the rules, so a restart does not forget an alert still pending).
+#[derive(Debug)]
+pub struct Acknowledgements {
+    inner: Mutex<AckInner>,
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug)]
+struct AckInner {
+    store: AckStore,
+    /// Keys seen firing in this run.
+    seen: BTreeSet<String>,
+    /// The last load or save error, until a save succeeds.
+    error: Option<String>,
+}
+
+impl Acknowledgements {
+    /// Loads `state_dir/acknowledged.json`. A file that cannot be read is logged and
+    /// kept as [`Acknowledgements::error`]; the store then starts empty (and the next
+    /// acknowledgement writes a good file).
+    pub fn open(state_dir: &Path) -> Arc<Acknowledgements> {
+        let (store, error) = match AckStore::load(state_dir) {
+            Ok(store) => (store, None),
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot read the acknowledged alerts; starting with none.");
+                (AckStore::empty(state_dir), Some(e))
+            }
+        };
+        if !store.keys().is_empty() {
+            tracing::info!(
+                count = store.keys().len(),
+                "Acknowledged alerts loaded from the state directory."
+            );
+        }
+        Arc::new(Acknowledgements {
+            inner: Mutex::new(AckInner {
+                store,
+                seen: BTreeSet::new(),
+                error,
+            }),
+            changes: watch::Sender::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, AckInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Ticks on every change of the acknowledged set.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The file's last load or save error, if no save succeeded since.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
+    }
+
+    /// Whether the alert was acknowledged.
+    pub fn is_acknowledged(&self, alert: &FiringAlert) -> bool {
+        self.lock().store.is_acknowledged(alert)
+    }
+
+    /// How many of `firing` are acknowledged.
+    pub fn count(&self, firing: &[FiringAlert]) -> usize {
+        let inner = self.lock();
+        firing
+            .iter()
+            .filter(|a| inner.store.is_acknowledged(a))
+            .count()
+    }
+
+    /// The button's acknowledgement: the first firing critical alert nobody has
+    /// acknowledged (`firing` is most severe first), with every other firing instance
+    /// of the same rule (the display shows one line per rule). Returns its name, or
+    /// `None` when there is none. The store is saved; a failed save is kept as
+    /// [`Acknowledgements::error`] and the acknowledgement holds in memory.
+    pub fn acknowledge_critical(&self, firing: &[FiringAlert]) -> Option<String> {
+        let mut inner = self.lock();
+        let name = firing
+            .iter()
+            .find(|a| a.severity == Severity::Critical && !inner.store.is_acknowledged(a))?
+            .alertname
+            .clone();
+        let mut result = Ok(());
+        for alert in firing
+            .iter()
+            .filter(|a| a.severity == Severity::Critical && a.alertname == name)
+        {
+            result = result.and(inner.store.acknowledge(alert));
+        }
+        inner.note(result);
+        drop(inner);
+        self.changed();
+        Some(name)
+    }
+
+    /// Follows the firing alerts: forgets the acknowledgements of alerts seen firing
+    /// that resolved, and (once `settled`) of alerts not firing at all.
+    pub fn sync(&self, firing: &[FiringAlert], settled: bool) {
+        let live: BTreeSet<String> = firing.iter().map(alert_key).collect();
+        let mut inner = self.lock();
+        let seen = std::mem::take(&mut inner.seen);
+        let result = inner
+            .store
+            .retain(|k| live.contains(k) || !(settled || seen.contains(k)));
+        inner.seen = live;
+        if let Ok(false) = result {
+            return;
+        }
+        inner.note(result.map(|_| ()));
+        drop(inner);
+        self.changed();
+    }
+}
+
+impl AckInner {
+    fn note(&mut self, result: Result<(), String>) {
+        match result {
+            Ok(()) => self.error = None,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot save the acknowledged alerts.");
+                self.error = Some(e);
+            }
+        }
     }
 }
 
@@ -472,6 +668,60 @@ mod tests {
         );
         std::fs::write(dir.path().join("acknowledged.json"), "{").expect("write");
         let err = AckStore::load(dir.path()).expect_err("corrupt");
+        assert!(err.contains("acknowledged.json"), "{err}");
+    }
+
+    #[test]
+    fn shared_acknowledgements_follow_the_firing_alerts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let acks = Acknowledgements::open(dir.path());
+        let changes = acks.subscribe();
+        let down = alert("BuilderDown", Severity::Critical);
+        let warm = alert("SocTemperatureHigh", Severity::Warning);
+        // Warnings are not acknowledged by the button.
+        assert_eq!(acks.acknowledge_critical(std::slice::from_ref(&warm)), None);
+        assert!(!changes.has_changed().expect("open"));
+        let firing = [down.clone(), warm.clone()];
+        assert_eq!(
+            acks.acknowledge_critical(&firing).as_deref(),
+            Some("BuilderDown")
+        );
+        assert!(changes.has_changed().expect("open"));
+        assert_eq!(acks.count(&firing), 1);
+        assert_eq!(acks.acknowledge_critical(&firing), None, "nothing left");
+        // Not firing yet after a restart (pending): kept until settled.
+        let acks = Acknowledgements::open(dir.path());
+        acks.sync(&[], false);
+        assert!(acks.is_acknowledged(&down));
+        acks.sync(&[], true);
+        assert!(!acks.is_acknowledged(&down), "settled: forgotten");
+        // Seen firing, then resolved: forgotten at once.
+        acks.acknowledge_critical(std::slice::from_ref(&down));
+        acks.sync(std::slice::from_ref(&down), false);
+        assert!(acks.is_acknowledged(&down));
+        acks.sync(&[], false);
+        assert!(!acks.is_acknowledged(&down));
+        assert!(
+            !Acknowledgements::open(dir.path()).is_acknowledged(&down),
+            "saved"
+        );
+        assert_eq!(acks.error(), None);
+    }
+
+    #[test]
+    fn an_unwritable_state_dir_keeps_the_acknowledgement_in_memory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A file where the directory should be.
+        let blocked = dir.path().join("state");
+        std::fs::write(&blocked, "").expect("write");
+        let acks = Acknowledgements::open(&blocked);
+        let down = alert("BuilderDown", Severity::Critical);
+        assert!(
+            acks.acknowledge_critical(std::slice::from_ref(&down))
+                .is_some()
+        );
+        assert!(acks.is_acknowledged(&down));
+        let err = acks.error().expect("save error");
         assert!(err.contains("acknowledged.json"), "{err}");
     }
 }

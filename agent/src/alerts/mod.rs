@@ -21,6 +21,7 @@ pub mod buzzer;
 pub mod export;
 pub mod expr;
 pub mod template;
+pub mod test_alert;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -72,6 +73,8 @@ pub struct AlertsConfig {
     pub evaluation_interval_secs: f64,
     /// Extra rules; one named like a built-in rule replaces it. Default none.
     pub rules: Vec<RuleConfig>,
+    /// The buzzer and status LED on GPIO (`[alerts.buzzer]`).
+    pub buzzer: crate::outputs::buzzer::BuzzerConfig,
 }
 
 impl Default for AlertsConfig {
@@ -82,6 +85,7 @@ impl Default for AlertsConfig {
             disable: Vec::new(),
             evaluation_interval_secs: 1.0,
             rules: Vec::new(),
+            buzzer: crate::outputs::buzzer::BuzzerConfig::default(),
         }
     }
 }
@@ -553,11 +557,23 @@ pub fn evaluate_snapshot(
     }
     families.extend(&meta);
     let transitions = evaluator.evaluate(&families, now);
-    snapshot.set_alerts(evaluator.firing());
+    snapshot.set_alerts(with_test_alert(evaluator.firing(), snapshot.test_alert(now)));
     snapshot
         .outputs()
         .set_metrics("alerts", &evaluator.metrics());
     transitions
+}
+
+/// The firing alerts with the test alert, if one is on, in its place by severity.
+pub fn with_test_alert(mut firing: Vec<FiringAlert>, test: Option<FiringAlert>) -> Vec<FiringAlert> {
+    if let Some(t) = test {
+        let at = firing
+            .iter()
+            .position(|a| a.severity < t.severity)
+            .unwrap_or(firing.len());
+        firing.insert(at, t);
+    }
+    firing
 }
 
 /// Starts the evaluation loop, unless alerting is off. Rules were checked by

@@ -2,14 +2,82 @@
 //! low), debounced, with a long press (≥ 2 s).
 //!
 //! The pin is read through embedded-hal's `InputPin`; only the hardware setup names
-//! rppal. Events go out on a broadcast channel: the display acts on them (wake, then
-//! acknowledge the critical alert, then next page), and the local alerting, when it
-//! lands, subscribes too (a long press mutes its buzzer).
+//! rppal. Events go out on a broadcast channel, which two tasks follow:
+//!
+//! - the alert outputs (`outputs::buzzer`, local alerting owns the button): a long
+//!   press mutes the buzzer; a short press acknowledges the first unacknowledged
+//!   critical alert when there is no display;
+//! - the display, when there is one: a short press wakes a dark panel, else
+//!   acknowledges the critical alert (through the same shared acknowledgements,
+//!   persisted in `state_dir`), else shows the next page; a long press wakes it.
+//!
+//! It is configured by `[button]`; `display.button` / `display.button_gpio`, its
+//! former place, still work (deprecated).
 
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::InputPin;
+use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
+
+/// The `[button]` section.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ButtonConfig {
+    /// Read the push button: a press wakes the panel, else acknowledges the critical
+    /// alert, else shows the next page; a long press (≥ 2 s) mutes the buzzer. No GPIO
+    /// (not a Pi) means no button, not an error. Default true.
+    pub enabled: bool,
+    /// BCM number of its GPIO input; the pull-up is turned on, so wire the button
+    /// between the pin and ground. Default 17 (header pin 11).
+    pub gpio: u8,
+}
+
+impl Default for ButtonConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gpio: 17,
+        }
+    }
+}
+
+impl ButtonConfig {
+    /// The button in effect: `[button]`, with the deprecated `display.button` and
+    /// `display.button_gpio` applied on top where they are set.
+    pub fn effective(config: &crate::config::Config) -> ButtonConfig {
+        ButtonConfig {
+            enabled: config.button.enabled && config.display.button.unwrap_or(true),
+            gpio: config.display.button_gpio.unwrap_or(config.button.gpio),
+        }
+    }
+
+    /// Checks values; the message names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.gpio > 27 {
+            return Err(format!(
+                "button.gpio must be a BCM GPIO number from 0 to 27, found {}",
+                self.gpio
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The next event from `events`; never completes when there is no button (`None`,
+/// or the channel closed).
+pub async fn next_event(events: &mut Option<broadcast::Receiver<ButtonEvent>>) -> ButtonEvent {
+    loop {
+        let Some(rx) = events.as_mut() else {
+            return std::future::pending().await;
+        };
+        match rx.recv().await {
+            Ok(event) => return event,
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => *events = None,
+        }
+    }
+}
 
 /// How long the input must be steady before a change counts.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
@@ -150,16 +218,23 @@ impl InputPin for NoPin {
     }
 }
 
-/// Starts the button task when `display.button` is on and the pin opens; returns the
-/// sender to subscribe to.
+/// Starts the button task when the button is on (see [`ButtonConfig::effective`]),
+/// something acts on it (the display or local alerting) and the pin opens; returns
+/// the sender to subscribe to.
 pub fn spawn(
     config: &crate::config::Config,
     stop: watch::Receiver<bool>,
 ) -> Option<broadcast::Sender<ButtonEvent>> {
-    if !config.display.enabled || !config.display.button {
+    let button = ButtonConfig::effective(config);
+    if !button.enabled || !(config.display.enabled || config.alerts.enabled) {
         return None;
     }
-    let gpio = config.display.button_gpio;
+    if config.display.button.is_some() || config.display.button_gpio.is_some() {
+        tracing::warn!(
+            "display.button and display.button_gpio are deprecated: use [button] enabled and gpio."
+        );
+    }
+    let gpio = button.gpio;
     match open_pin(gpio) {
         Ok(pin) => {
             let (events, _) = broadcast::channel(8);

@@ -1,12 +1,14 @@
-//! The agent's outputs: what it drives besides `/metrics` (the OLED display and its
-//! push button; the buzzer and LoRa radio when their issues land).
+//! The agent's outputs: what it drives besides `/metrics` (the OLED display, the push
+//! button, the buzzer and status LED; the LoRa radio when its issue lands).
 //!
 //! Each output reports its health (shown under `outputs` in `/api/health/detailed`,
 //! and a failing output makes the agent `degraded`) and its own metric families
 //! (`nodewatch_display_*`, …) through the [`OutputRegistry`] the snapshot owns.
 
 pub mod button;
+pub mod buzzer;
 pub mod display;
+pub mod lora;
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;

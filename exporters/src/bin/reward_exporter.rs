@@ -1,7 +1,9 @@
 //! `nodewatch-reward-exporter`: INTMAX builder rewards for Prometheus, on :9102. Reads
 //! the claimable sITX of each builder from the BlockBuilderReward contract (no secret
-//! needed), summed over the finished periods. Settings: `--config FILE` (TOML, see
-//! config/reward-exporter.toml). The ETH source (INTMAX CLI over SSH) is not built yet.
+//! needed), summed over the finished periods; the ETH fee rewards with the INTMAX CLI,
+//! locally or over SSH (the spend key stays on the node); and, if configured, claims
+//! the sITX when it reaches a threshold (a dry run unless enabled). Settings:
+//! `--config FILE` (TOML, see config/reward-exporter.toml).
 
 use std::path::PathBuf;
 
@@ -13,7 +15,7 @@ use nodewatch_exporters::server;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "INTMAX builder rewards (claimable sITX) for Prometheus"
+    about = "INTMAX builder rewards (claimable sITX, ETH fee rewards) for Prometheus"
 )]
 struct Args {
     /// TOML settings (see config/reward-exporter.toml).
@@ -34,7 +36,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(listen) = args.listen_address {
         config.listen_address = listen;
     }
-    tracing::info!(nodes = config.nodes.len(), "settings loaded");
+    tracing::info!(
+        nodes = config.nodes.len(),
+        eth_sources = config.nodes.iter().filter(|n| n.eth.is_some()).count(),
+        claims = config.nodes.iter().filter(|n| n.claim.is_some()).count(),
+        "settings loaded"
+    );
     let listen_address = config.listen_address.clone();
     server::serve_main(
         &listen_address,

@@ -55,13 +55,11 @@ pub struct DisplayConfig {
     /// Seconds per phase of the critical takeover's flashing; 0 = steady reverse
     /// video. Default 1.
     pub flash_secs: f64,
-    /// Read the push button: a press wakes the panel, else acknowledges the critical
-    /// alert, else shows the next page; a long press (≥ 2 s) mutes the buzzer. No
-    /// GPIO (not a Pi) means no button, not an error. Default true.
-    pub button: bool,
-    /// BCM number of the button's GPIO input; the pull-up is turned on, so wire the
-    /// button between the pin and ground. Default 17 (header pin 11).
-    pub button_gpio: u8,
+    /// Deprecated: `button.enabled` (`[button]`). When set, `false` turns the button
+    /// off. Default unset.
+    pub button: Option<bool>,
+    /// Deprecated: `button.gpio` (`[button]`). When set, it replaces it. Default unset.
+    pub button_gpio: Option<u8>,
     /// `/metrics` URLs of the Scroll exporters (wallet :9101, reward :9102) whose
     /// figures the wallet page shows; plain `http://`. Default none: unknown (`--`).
     pub wallet_urls: Vec<String>,
@@ -88,8 +86,8 @@ impl Default for DisplayConfig {
             dim_after_secs: 600.0,
             blank_after_secs: 3600.0,
             flash_secs: 1.0,
-            button: true,
-            button_gpio: 17,
+            button: None,
+            button_gpio: None,
             wallet_urls: Vec::new(),
             wallet_addresses: Vec::new(),
             wallet_interval_secs: 60.0,
@@ -132,10 +130,9 @@ impl DisplayConfig {
                 ));
             }
         }
-        if self.button_gpio > 27 {
+        if let Some(gpio) = self.button_gpio.filter(|&g| g > 27) {
             return Err(format!(
-                "display.button_gpio must be a BCM GPIO number from 0 to 27, found {}",
-                self.button_gpio
+                "display.button_gpio (deprecated: use button.gpio) must be a BCM GPIO number from 0 to 27, found {gpio}"
             ));
         }
         if !(self.wallet_interval_secs.is_finite()

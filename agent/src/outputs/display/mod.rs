@@ -38,8 +38,9 @@ use tokio::task::JoinHandle;
 pub use config::{DisplayConfig, DisplayDriver};
 use panel::{PanelSink, ShowOutcome};
 
+use crate::alerts::buzzer::Acknowledgements;
 use crate::metrics::MetricSink;
-use crate::outputs::button::ButtonEvent;
+use crate::outputs::button::{self, ButtonEvent};
 use crate::snapshot::Snapshot;
 
 /// The output's name in health and logs.
@@ -132,12 +133,14 @@ fn open_panel(
     }
 }
 
-/// Starts the display task, acting on `buttons` when there is a button. Returns the
-/// shared frame for `/display.png`, and the task, which blanks the panel and ends
-/// when `stop` turns true.
+/// Starts the display task, acting on `buttons` when there is a button (a press
+/// wakes a dark panel, else acknowledges the critical alert in `acks`, else shows the
+/// next page). Returns the shared frame for `/display.png`, and the task, which
+/// blanks the panel and ends when `stop` turns true.
 pub fn spawn(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    acks: Arc<Acknowledgements>,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
     stop: watch::Receiver<bool>,
 ) -> Option<(Arc<DisplayShared>, JoinHandle<()>)> {
@@ -156,13 +159,16 @@ pub fn spawn(
             None
         }
     };
-    Some(spawn_with_panel(config, snapshot, panel, buttons, stop))
+    Some(spawn_with_panel(
+        config, snapshot, acks, panel, buttons, stop,
+    ))
 }
 
 /// [`spawn`] with the panel given (tests drive a recording bus through it).
 pub fn spawn_with_panel(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    acks: Arc<Acknowledgements>,
     panel: Option<Box<dyn PanelSink>>,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
     stop: watch::Receiver<bool>,
@@ -175,7 +181,10 @@ pub fn spawn_with_panel(
         shared: shared.clone(),
         controller: Controller::new(display.ui(), tokio::time::Instant::now().into_std()),
         views: view::ViewBuilder::new(config.node_name())
-            .with_wallet(wallet::spawn(config, stop.clone())),
+            .with_wallet(wallet::spawn(config, stop.clone()))
+            .with_acks(acks.clone()),
+        acks_changed: acks.subscribe(),
+        acks,
         frame: Frame::new(size),
         panel: panel.map(|p| Arc::new(Mutex::new(p))),
         refresh: Duration::from_secs_f64(display.refresh_secs),
@@ -207,26 +216,16 @@ struct DisplayTask {
     /// `driver = "ssd1306"`: a panel that never answered is an error too.
     required: bool,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    /// The acknowledged alerts (shared with the buzzer, kept in `state_dir`).
+    acks: Arc<Acknowledgements>,
+    /// Ticks when an alert is acknowledged or forgotten: redraw at once.
+    acks_changed: watch::Receiver<u64>,
     /// The model of the last frame, for the button's decisions.
     last_model: ViewModel,
     presses: u64,
     long_presses: u64,
     /// The panel's current error, so each is logged once.
     panel_error: Option<String>,
-}
-
-/// The next button event; never completes when there is no button.
-async fn next_button(buttons: &mut Option<broadcast::Receiver<ButtonEvent>>) -> ButtonEvent {
-    loop {
-        let Some(rx) = buttons.as_mut() else {
-            return std::future::pending().await;
-        };
-        match rx.recv().await {
-            Ok(event) => return event,
-            Err(broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(broadcast::error::RecvError::Closed) => *buttons = None,
-        }
-    }
 }
 
 impl DisplayTask {
@@ -241,9 +240,10 @@ impl DisplayTask {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                event = next_button(&mut self.buttons) => {
+                event = button::next_event(&mut self.buttons) => {
                     self.on_button(event, tokio::time::Instant::now().into_std());
                 }
+                _ = self.acks_changed.changed() => {}
                 _ = stop.changed() => break,
             }
             if *stop.borrow() {
@@ -268,14 +268,27 @@ impl DisplayTask {
         match event {
             ButtonEvent::Press => {
                 self.presses += 1;
-                let outcome = self.controller.press(now, &self.last_model);
+                // Acknowledgement belongs to local alerting: its store decides, on the
+                // live alerts, and keeps it across restarts. (A critical alert nobody
+                // acknowledged keeps the panel lit, so this never skips a wake.)
+                if let Some(name) = self.acks.acknowledge_critical(&self.snapshot.alerts()) {
+                    tracing::info!(alertname = name.as_str(), "Button: alert acknowledged.");
+                    return;
+                }
+                // Nothing to acknowledge: wake a dark panel, else the next page. The
+                // controller is shown every alert as acknowledged so that it never
+                // keeps an acknowledgement of its own.
+                let mut model = self.last_model.clone();
+                for alert in &mut model.alerts {
+                    alert.acknowledged = true;
+                }
+                let outcome = self.controller.press(now, &model);
                 tracing::debug!(?outcome, "Button press.");
             }
             ButtonEvent::LongPress => {
                 self.long_presses += 1;
+                // Wakes the panel; the buzzer (outputs::buzzer) mutes itself.
                 self.controller.long_press(now);
-                // The buzzer (local alerting) subscribes to the same events.
-                tracing::info!("Button held: mute requested.");
             }
         }
     }

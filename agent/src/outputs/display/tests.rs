@@ -48,6 +48,12 @@ fn store_temperature(s: &Snapshot, celsius: f64) {
     );
 }
 
+/// An acknowledgement store in a fresh directory that nothing writes to (these tests
+/// acknowledge nothing).
+fn acks() -> Arc<Acknowledgements> {
+    Acknowledgements::open(&std::env::temp_dir().join("nodewatch-display-tests-unused"))
+}
+
 fn config() -> Config {
     Config {
         node_name: Some("pi-test".into()),
@@ -102,7 +108,7 @@ async fn display_png_is_the_frame_and_follows_the_state() {
     store_temperature(&s, 48.0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let config = config();
-    let (shared, task) = spawn(&config, s.clone(), None, stop_rx).expect("enabled");
+    let (shared, task) = spawn(&config, s.clone(), acks(), None, stop_rx).expect("enabled");
     advance(Duration::from_millis(600)).await;
     let first = get_png(&shared).await;
     let frame = Frame::from_png(&first, PNG_SCALE).expect("a 1-bit PNG at ×4");
@@ -141,7 +147,7 @@ async fn display_png_is_the_frame_and_follows_the_state() {
 async fn pages_rotate_in_the_served_frame() {
     let s = snapshot();
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (shared, _task) = spawn(&config(), s, None, stop_rx).expect("enabled");
+    let (shared, _task) = spawn(&config(), s, acks(), None, stop_rx).expect("enabled");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;
     advance(Duration::from_secs(5)).await;
@@ -177,7 +183,7 @@ fn disabled_display_has_no_task() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        assert!(spawn(&config, snapshot(), None, rx).is_none());
+        assert!(spawn(&config, snapshot(), acks(), None, rx).is_none());
     });
 }
 
@@ -231,7 +237,7 @@ async fn button_press_shows_the_next_page_at_once() {
         },
         ..config()
     };
-    let (shared, _task) = spawn(&config, s.clone(), Some(rx), stop_rx).expect("enabled");
+    let (shared, _task) = spawn(&config, s.clone(), acks(), Some(rx), stop_rx).expect("enabled");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;
     advance(Duration::from_secs(10)).await;
@@ -273,8 +279,14 @@ async fn panel_errors_show_in_health_and_metrics_and_recover() {
         ..config()
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (_shared, _task) =
-        spawn_with_panel(&config, s.clone(), Some(Box::new(panel)), None, stop_rx);
+    let (_shared, _task) = spawn_with_panel(
+        &config,
+        s.clone(),
+        acks(),
+        Some(Box::new(panel)),
+        None,
+        stop_rx,
+    );
     let health = |s: &Snapshot| nodewatch_http::MetricsSource::health(s);
     advance(Duration::from_millis(600)).await;
     let h = health(&s);
@@ -317,5 +329,76 @@ async fn panel_errors_show_in_health_and_metrics_and_recover() {
     assert!(
         text.contains("nodewatch_display_updates_total{kind=\"full\"} 2"),
         "{text}"
+    );
+}
+
+/// The button's routing through the task (design §4): a press wakes a dark panel;
+/// with a critical alert nobody acknowledged, it acknowledges it in the shared store
+/// (persisted: a new store over the same directory sees it) and the takeover ends;
+/// otherwise it shows the next page.
+#[tokio::test(start_paused = true)]
+async fn button_press_wakes_then_acknowledges_then_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = snapshot();
+    let (buttons, rx) = broadcast::channel(4);
+    let (_stop_tx, stop_rx) = watch::channel(false);
+    let config = Config {
+        display: DisplayConfig {
+            rotate_secs: 0.0,
+            shift_secs: 0.0,
+            dim_after_secs: 0.0,
+            blank_after_secs: 60.0,
+            flash_secs: 0.0,
+            ..config().display
+        },
+        ..config()
+    };
+    let acks = Acknowledgements::open(dir.path());
+    let (shared, _task) = spawn(&config, s.clone(), acks, Some(rx), stop_rx).expect("enabled");
+    let frame = |png: Vec<u8>| Frame::from_png(&png, PNG_SCALE).expect("png");
+    advance(Duration::from_millis(600)).await;
+    let overview = get_png(&shared).await;
+    advance(Duration::from_secs(70)).await;
+    assert_eq!(frame(get_png(&shared).await).lit_pixels(), 0, "dark");
+    // Wake: the same page again, not the next one.
+    buttons.send(ButtonEvent::Press).expect("send");
+    advance(Duration::from_millis(600)).await;
+    assert_eq!(get_png(&shared).await, overview, "woken on the overview");
+    // A critical alert takes over; a press acknowledges it.
+    let down = crate::alerts::FiringAlert {
+        alertname: "BuilderDown".into(),
+        severity: crate::alerts::Severity::Critical,
+        labels: std::collections::BTreeMap::new(),
+        value: 0.0,
+        summary: String::new(),
+        description: String::new(),
+        active_since_unix: 0.0,
+    };
+    s.set_alerts(vec![down.clone()]);
+    advance(Duration::from_millis(600)).await;
+    let pixels = 128 * 64;
+    assert!(
+        frame(get_png(&shared).await).lit_pixels() > pixels / 2,
+        "takeover"
+    );
+    buttons.send(ButtonEvent::Press).expect("send");
+    advance(Duration::from_millis(600)).await;
+    let acknowledged = get_png(&shared).await;
+    assert!(
+        frame(acknowledged.clone()).lit_pixels() < pixels / 2,
+        "takeover ended"
+    );
+    assert!(
+        Acknowledgements::open(dir.path()).is_acknowledged(&down),
+        "persisted"
+    );
+    // Nothing left to acknowledge: the next page.
+    buttons.send(ButtonEvent::Press).expect("send");
+    advance(Duration::from_millis(600)).await;
+    let next = frame(get_png(&shared).await);
+    assert_ne!(get_png(&shared).await, acknowledged);
+    assert!(
+        (1..120).all(|x| next.pixel(x, 0) || next.pixel(x, 1)),
+        "system page shown"
     );
 }

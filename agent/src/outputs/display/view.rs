@@ -27,6 +27,7 @@ pub struct ViewBuilder {
     cpu_percent: Option<f32>,
     ip: Option<(Instant, Option<String>)>,
     wallet: Option<Arc<Mutex<WalletState>>>,
+    acks: Option<Arc<crate::alerts::buzzer::Acknowledgements>>,
 }
 
 fn label<'a>(metric: &'a Metric, name: &str) -> Option<&'a str> {
@@ -139,12 +140,19 @@ impl ViewBuilder {
             cpu_percent: None,
             ip: None,
             wallet: None,
+            acks: None,
         }
     }
 
     /// Takes wallet figures from `wallet` (polled by [`super::wallet::spawn`]).
     pub fn with_wallet(mut self, wallet: Option<Arc<Mutex<WalletState>>>) -> Self {
         self.wallet = wallet;
+        self
+    }
+
+    /// Marks alerts acknowledged from the shared store.
+    pub fn with_acks(mut self, acks: Arc<crate::alerts::buzzer::Acknowledgements>) -> Self {
+        self.acks = Some(acks);
         self
     }
 
@@ -245,18 +253,25 @@ impl ViewBuilder {
                 }
             }
         }
-        // Firing local alerts, one entry per rule (most severe first); the display's
-        // controller keeps which critical alert the button acknowledged.
-        for alert in snapshot.alerts() {
+        // Firing local alerts, one entry per rule (most severe first), acknowledged
+        // when every firing instance of it is (the shared, persisted store).
+        let firing = snapshot.alerts();
+        for alert in &firing {
             if !model.alerts.iter().any(|a| a.name == alert.alertname) {
+                let acknowledged = self.acks.as_ref().is_some_and(|acks| {
+                    firing
+                        .iter()
+                        .filter(|a| a.alertname == alert.alertname)
+                        .all(|a| acks.is_acknowledged(a))
+                });
                 model.alerts.push(nodewatch_display::Alert {
-                    name: alert.alertname,
+                    name: alert.alertname.clone(),
                     severity: match alert.severity {
                         crate::alerts::Severity::Critical => nodewatch_display::Severity::Critical,
                         crate::alerts::Severity::Warning => nodewatch_display::Severity::Warning,
                         crate::alerts::Severity::Info => nodewatch_display::Severity::Info,
                     },
-                    acknowledged: false,
+                    acknowledged,
                 });
             }
         }

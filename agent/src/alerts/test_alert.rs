@@ -1,0 +1,199 @@
+//! `nodewatch-agent test-alert` and `POST /api/test-alert`: a synthetic alert,
+//! `NodewatchTestAlert`, joins the firing alerts for a while, so every output that
+//! follows them (buzzer and LED, display, LoRa and through the gateway Alertmanager)
+//! shows it exactly as it would a real one, then resolves. The running daemon owns
+//! the hardware, so the command asks it over HTTP; the endpoint answers loopback
+//! clients only.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde::{Deserialize, Serialize};
+
+use super::{FiringAlert, Severity};
+use crate::snapshot::Snapshot;
+
+/// The test alert's name.
+pub const TEST_ALERT_NAME: &str = "NodewatchTestAlert";
+/// The longest a test alert may last.
+pub const MAX_DURATION_SECS: u64 = 600;
+
+/// The request's query: `?severity=critical&duration_secs=15`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestAlertRequest {
+    /// Default critical (it exercises the most: the repeating buzzer, the display's
+    /// takeover, LoRa's first place in the queue).
+    #[serde(default = "default_severity")]
+    pub severity: Severity,
+    /// How long it fires before it resolves. Default 15 s, at most 600.
+    #[serde(default = "default_duration")]
+    pub duration_secs: u64,
+}
+
+fn default_severity() -> Severity {
+    Severity::Critical
+}
+
+fn default_duration() -> u64 {
+    15
+}
+
+/// What the daemon answers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TestAlertAnswer {
+    /// `NodewatchTestAlert`.
+    pub alertname: String,
+    /// Its severity.
+    pub severity: String,
+    /// How long it fires.
+    pub duration_secs: u64,
+    /// The outputs that follow the alerts on this agent, with their health.
+    pub outputs: BTreeMap<String, bool>,
+}
+
+/// The alert the request stands for.
+pub fn test_alert(severity: Severity, node: &str) -> FiringAlert {
+    FiringAlert {
+        alertname: TEST_ALERT_NAME.into(),
+        severity,
+        labels: BTreeMap::from([("node".to_string(), node.to_string())]),
+        value: 1.0,
+        summary: format!("Test alert from {node}"),
+        description: "Sent by `nodewatch-agent test-alert` to check alert delivery.".into(),
+        active_since_unix: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0),
+    }
+}
+
+#[derive(Debug)]
+struct TestAlertState {
+    snapshot: Arc<Snapshot>,
+    node: String,
+    alerting: bool,
+}
+
+/// `POST /api/test-alert` on the agent's router.
+pub fn router(snapshot: Arc<Snapshot>, node: String, alerting: bool) -> Router {
+    Router::new()
+        .route("/api/test-alert", post(handle))
+        .with_state(Arc::new(TestAlertState {
+            snapshot,
+            node,
+            alerting,
+        }))
+}
+
+async fn handle(
+    State(state): State<Arc<TestAlertState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    query: Result<Query<TestAlertRequest>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if !peer.ip().to_canonical().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "test alerts are accepted from this machine only (loopback)\n",
+        )
+            .into_response();
+    }
+    let Query(request) = match query {
+        Ok(q) => q,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    if !state.alerting {
+        return (
+            StatusCode::CONFLICT,
+            "local alerting is off (alerts.enabled = false): no output follows alerts\n",
+        )
+            .into_response();
+    }
+    if request.duration_secs == 0 || request.duration_secs > MAX_DURATION_SECS {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("duration_secs must be 1 to {MAX_DURATION_SECS}\n"),
+        )
+            .into_response();
+    }
+    let alert = test_alert(request.severity, &state.node);
+    let until = tokio::time::Instant::now().into_std() + Duration::from_secs(request.duration_secs);
+    state.snapshot.inject_test_alert(alert, until);
+    tracing::warn!(
+        severity = request.severity.as_str(),
+        duration_secs = request.duration_secs,
+        "Test alert requested."
+    );
+    let outputs = state
+        .snapshot
+        .outputs()
+        .health()
+        .into_iter()
+        .filter(|(name, _)| name != "alerts")
+        .map(|(name, h)| (name, h.ok))
+        .collect();
+    Json(TestAlertAnswer {
+        alertname: TEST_ALERT_NAME.into(),
+        severity: request.severity.as_str().into(),
+        duration_secs: request.duration_secs,
+        outputs,
+    })
+    .into_response()
+}
+
+/// The command's side: asks the agent listening at `listen_address` (its port on
+/// loopback) and describes the answer.
+pub async fn request(
+    listen_address: &str,
+    severity: Severity,
+    duration_secs: u64,
+) -> Result<String, String> {
+    let port = listen_address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .ok_or_else(|| format!("web.listen_address {listen_address:?} has no port"))?;
+    let url = crate::http_client::parse_http_url(&format!(
+        "http://127.0.0.1:{port}/api/test-alert?severity={}&duration_secs={duration_secs}",
+        severity.as_str()
+    ))?;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::http_client::post_json(&url, bytes::Bytes::new(), 64 * 1024),
+    )
+    .await
+    .map_err(|_| format!("the agent on port {port} did not answer within 10 s"))?
+    .map_err(|e| format!("cannot reach the agent on port {port} (is it running?): {e}"))?;
+    let (status, body) = answer;
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    if status != 200 {
+        return Err(format!("the agent refused: HTTP {status}: {text}"));
+    }
+    let answer: TestAlertAnswer = serde_json::from_str(&text)
+        .map_err(|e| format!("unexpected answer from the agent: {e}: {text}"))?;
+    let mut out = format!(
+        "{} ({}) fires for {} s, then resolves.\n",
+        answer.alertname, answer.severity, answer.duration_secs
+    );
+    if answer.outputs.is_empty() {
+        out.push_str("No output follows alerts on this agent (see /api/health/detailed).\n");
+    }
+    for (name, ok) in &answer.outputs {
+        out.push_str(&format!(
+            "  {name}: {}\n",
+            if *ok {
+                "ok"
+            } else {
+                "FAILING (see /api/health/detailed)"
+            }
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,814 @@
+//! The buzzer and status LED on GPIO (design §4, issue 5 part 3): the output that
+//! sounds the local alerts, and the owner of the button's acknowledgement and mute.
+//!
+//! The task follows the evaluator's firing alerts (`Snapshot::subscribe_alerts`), diffs
+//! each new list against the last to find resolutions, asks the shared
+//! [`Acknowledgements`] which alerts the operator acknowledged, and plays what
+//! [`Buzzer::next_sound`] says, step by step, on an embedded-hal `OutputPin`:
+//!
+//! - critical (not acknowledged): three beeps every 2 s, until acknowledged, resolved
+//!   or muted; a new critical alert starts sounding at once (the watch wakes the task);
+//! - warning: one short chirp, again every `warning_repeat_secs` while it fires;
+//! - resolved (a warning or critical alert): one short tone;
+//! - quiet hours (local time): warnings and resolutions are silent, critical alerts
+//!   sound unless `critical_in_quiet_hours = false`;
+//! - a long press of the button mutes it for `mute_secs`.
+//!
+//! The status LED (optional): steady on while a critical alert is not acknowledged,
+//! blinking (0.5 s on, 0.5 s off) while a warning or an acknowledged critical alert
+//! fires, off when none does. Quiet hours and the mute do not apply to it.
+//!
+//! A short press acknowledges the first unacknowledged critical alert: here when
+//! there is no display; with a display, the display task routes the press (wake a dark
+//! panel, else acknowledge, else next page) through the same [`Acknowledgements`].
+//!
+//! Only [`open_pin`] names rppal. Off a Pi (rppal's `UnknownModel`) the pins are
+//! [`SimulatedPin`]s: logged at debug level, not an error.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use embedded_hal::digital::OutputPin;
+use serde::Deserialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::alerts::buzzer::{
+    Acknowledgements, Buzzer, BuzzerPolicy, QuietHours, Sound, Step, pattern,
+};
+use crate::alerts::{FiringAlert, Severity};
+use crate::metrics::MetricSink;
+use crate::outputs::button::{self, ButtonEvent};
+use crate::snapshot::Snapshot;
+
+/// The output's name in health and logs.
+pub const OUTPUT_NAME: &str = "buzzer";
+/// Half period of the LED's blinking.
+pub const BLINK: Duration = Duration::from_millis(500);
+/// How often the task looks again while alerts fire (warning repeats, the end of a
+/// mute, quiet hours starting or ending).
+const POLL: Duration = Duration::from_secs(1);
+/// Added to the longest `for` of the rules before acknowledgements of alerts that
+/// never fired again since the start are forgotten.
+const SETTLE_MARGIN: Duration = Duration::from_secs(120);
+
+/// The `[alerts.buzzer]` section: the buzzer and the status LED.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuzzerConfig {
+    /// Sound local alerts on the buzzer. Without GPIO (not a Pi) it is simulated:
+    /// logged at debug level, not an error. Default true.
+    pub enabled: bool,
+    /// BCM number of the buzzer's GPIO output (an active buzzer). Default 18 (header
+    /// pin 12).
+    pub gpio: u8,
+    /// The buzzer sounds when the pin is high (false: when it is low). Default true.
+    pub active_high: bool,
+    /// Seconds between chirps while a warning fires. Default 600.
+    pub warning_repeat_secs: u64,
+    /// Local time span in which warnings (and resolutions) are silent, `HH:MM-HH:MM`,
+    /// may wrap past midnight (`22:00-07:00`). Default none.
+    pub quiet_hours: Option<String>,
+    /// Whether critical alerts sound in quiet hours too. Default true.
+    pub critical_in_quiet_hours: bool,
+    /// Seconds a long press of the button (≥ 2 s) mutes the buzzer. Default 3600.
+    pub mute_secs: u64,
+    /// BCM number of the status LED's GPIO output; none = no LED. Default none.
+    pub led_gpio: Option<u8>,
+    /// The LED is lit when its pin is high (false: when it is low). Default true.
+    pub led_active_high: bool,
+}
+
+impl Default for BuzzerConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            gpio: 18,
+            active_high: true,
+            warning_repeat_secs: 600,
+            quiet_hours: None,
+            critical_in_quiet_hours: true,
+            mute_secs: 3600,
+            led_gpio: None,
+            led_active_high: true,
+        }
+    }
+}
+
+impl BuzzerConfig {
+    /// Checks values; the message names the key. `button_gpio`: the button's pin when
+    /// it is on, which the buzzer and the LED must not share.
+    pub fn validate(&self, button_gpio: Option<u8>) -> Result<(), String> {
+        let bcm = |key: &str, gpio: u8| {
+            if gpio > 27 {
+                return Err(format!(
+                    "alerts.buzzer.{key} must be a BCM GPIO number from 0 to 27, found {gpio}"
+                ));
+            }
+            if button_gpio == Some(gpio) {
+                return Err(format!(
+                    "alerts.buzzer.{key} is GPIO {gpio}, which the button uses (button.gpio)"
+                ));
+            }
+            Ok(())
+        };
+        if self.enabled {
+            bcm("gpio", self.gpio)?;
+        }
+        if let Some(led) = self.led_gpio {
+            bcm("led_gpio", led)?;
+            if self.enabled && led == self.gpio {
+                return Err(format!(
+                    "alerts.buzzer.led_gpio must differ from alerts.buzzer.gpio, both are {led}"
+                ));
+            }
+        }
+        for (key, v) in [
+            ("warning_repeat_secs", self.warning_repeat_secs),
+            ("mute_secs", self.mute_secs),
+        ] {
+            if !(1..=604_800).contains(&v) {
+                return Err(format!(
+                    "alerts.buzzer.{key} must be from 1 to 604800 seconds, found {v}"
+                ));
+            }
+        }
+        self.quiet_hours()?;
+        Ok(())
+    }
+
+    fn quiet_hours(&self) -> Result<Option<QuietHours>, String> {
+        self.quiet_hours
+            .as_deref()
+            .map(|q| QuietHours::parse(q).map_err(|e| format!("alerts.buzzer.quiet_hours: {e}")))
+            .transpose()
+    }
+
+    /// When to sound (after [`BuzzerConfig::validate`]).
+    pub fn policy(&self) -> BuzzerPolicy {
+        BuzzerPolicy {
+            warning_repeat: Duration::from_secs(self.warning_repeat_secs.max(1)),
+            quiet_hours: self.quiet_hours().ok().flatten(),
+            critical_in_quiet_hours: self.critical_in_quiet_hours,
+            mute_for: Duration::from_secs(self.mute_secs.max(1)),
+        }
+    }
+}
+
+/// What the status LED shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LedState {
+    /// No warning or critical alert fires.
+    Off,
+    /// A warning, or only acknowledged critical alerts, fire.
+    Blink,
+    /// A critical alert is not acknowledged.
+    On,
+}
+
+impl LedState {
+    /// The LED's state for these alerts.
+    pub fn of(firing: &[FiringAlert], acks: &Acknowledgements) -> LedState {
+        let mut state = LedState::Off;
+        for alert in firing {
+            match alert.severity {
+                Severity::Critical if !acks.is_acknowledged(alert) => return LedState::On,
+                Severity::Critical | Severity::Warning => state = LedState::Blink,
+                Severity::Info => {}
+            }
+        }
+        state
+    }
+
+    fn value(self) -> f64 {
+        match self {
+            LedState::Off => 0.0,
+            LedState::Blink => 1.0,
+            LedState::On => 2.0,
+        }
+    }
+}
+
+/// A pin that is not there: each change is logged at debug level and kept (the last
+/// 64, with the wall-clock time), for tests and the curious.
+#[derive(Debug, Clone)]
+pub struct SimulatedPin {
+    name: &'static str,
+    on: bool,
+    changes: Arc<Mutex<VecDeque<(SystemTime, bool)>>>,
+}
+
+impl SimulatedPin {
+    /// A simulated pin, off.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            on: false,
+            changes: Arc::default(),
+        }
+    }
+
+    /// Its last changes, oldest first: when, and on (`true`) or off.
+    pub fn changes(&self) -> Vec<(SystemTime, bool)> {
+        let changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        changes.iter().copied().collect()
+    }
+
+    fn set(&mut self, on: bool) {
+        if on == self.on {
+            return;
+        }
+        self.on = on;
+        tracing::debug!(
+            output = self.name,
+            state = if on { "on" } else { "off" },
+            "Simulated GPIO output."
+        );
+        let mut changes = self.changes.lock().unwrap_or_else(|e| e.into_inner());
+        if changes.len() == 64 {
+            changes.pop_front();
+        }
+        changes.push_back((SystemTime::now(), on));
+    }
+}
+
+impl embedded_hal::digital::ErrorType for SimulatedPin {
+    type Error = std::convert::Infallible;
+}
+
+impl OutputPin for SimulatedPin {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        self.set(false);
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        self.set(true);
+        Ok(())
+    }
+}
+
+/// A buzzer or LED pin at the edge: high = on, whatever the wiring's polarity.
+#[derive(Debug)]
+pub enum EdgePin {
+    /// A Pi GPIO output (rppal), and whether it is active high.
+    #[cfg(target_os = "linux")]
+    Gpio(rppal::gpio::OutputPin, bool),
+    /// No GPIO: logged.
+    Simulated(SimulatedPin),
+}
+
+impl embedded_hal::digital::ErrorType for EdgePin {
+    type Error = std::convert::Infallible;
+}
+
+impl OutputPin for EdgePin {
+    fn set_low(&mut self) -> Result<(), Self::Error> {
+        match self {
+            #[cfg(target_os = "linux")]
+            EdgePin::Gpio(pin, active_high) => {
+                pin.write((!*active_high).into());
+                Ok(())
+            }
+            EdgePin::Simulated(pin) => pin.set_low(),
+        }
+    }
+    fn set_high(&mut self) -> Result<(), Self::Error> {
+        match self {
+            #[cfg(target_os = "linux")]
+            EdgePin::Gpio(pin, active_high) => {
+                pin.write((*active_high).into());
+                Ok(())
+            }
+            EdgePin::Simulated(pin) => pin.set_high(),
+        }
+    }
+}
+
+/// Opens BCM `gpio` as an output, off (rppal; the only place here that names it).
+/// Off a Pi (rppal's `UnknownModel`) the pin is simulated and there is no error;
+/// any other failure (no permission, pin busy) is simulated too, with the error.
+/// The pin keeps its off level when the agent exits (no reset to input, which would
+/// let an active-low buzzer's input float).
+pub fn open_pin(name: &'static str, gpio: u8, active_high: bool) -> (EdgePin, Option<String>) {
+    #[cfg(target_os = "linux")]
+    {
+        use rppal::gpio::{Error, Gpio};
+        let opened = Gpio::new().and_then(|chip| chip.get(gpio)).map(|pin| {
+            let mut out = if active_high {
+                pin.into_output_low()
+            } else {
+                pin.into_output_high()
+            };
+            out.set_reset_on_drop(false);
+            out
+        });
+        match opened {
+            Ok(pin) => {
+                tracing::info!(output = name, gpio, active_high, "GPIO output ready.");
+                (EdgePin::Gpio(pin, active_high), None)
+            }
+            Err(Error::UnknownModel) => {
+                tracing::info!(
+                    output = name,
+                    "Not a Raspberry Pi: simulated (logged at debug level)."
+                );
+                (EdgePin::Simulated(SimulatedPin::new(name)), None)
+            }
+            Err(e) => {
+                let message = format!("{name} on GPIO {gpio}: {e}");
+                tracing::warn!(error = %message, "Cannot open the GPIO output: simulated.");
+                (EdgePin::Simulated(SimulatedPin::new(name)), Some(message))
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (gpio, active_high);
+        (EdgePin::Simulated(SimulatedPin::new(name)), None)
+    }
+}
+
+/// The local time as a minute of the day (0..1440), for quiet hours: `jiff` reads
+/// the system's time zone (`TZ`, else `/etc/localtime`, zones from
+/// `/usr/share/zoneinfo`); UTC when it cannot.
+pub fn local_minute_of_day() -> u16 {
+    (std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 60 % 1440) as u16
+}
+
+/// The local time source: a function, so tests can set the clock.
+pub type LocalClock = Box<dyn Fn() -> u16 + Send + Sync>;
+
+/// Everything the task needs besides its pins.
+#[derive(Debug)]
+pub struct TaskContext {
+    /// Where alerts come from and metrics and health go.
+    pub snapshot: Arc<Snapshot>,
+    /// The acknowledgements shared with the display.
+    pub acks: Arc<Acknowledgements>,
+    /// Button events, when there is a button.
+    pub buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    /// Whether short presses acknowledge here (no display to route them).
+    pub handles_press: bool,
+    /// When to sound.
+    pub policy: BuzzerPolicy,
+    /// After how long acknowledgements of alerts that never fired again are dropped.
+    pub settle_after: Duration,
+    /// The buzzer pin is simulated.
+    pub simulated: bool,
+    /// An error opening a pin, for health.
+    pub pin_error: Option<String>,
+}
+
+/// Starts the alert outputs' task when local alerting is on: the buzzer (unless
+/// `alerts.buzzer.enabled = false`), the LED (when `led_gpio` is set), the
+/// acknowledgements' upkeep, and the button's mute (and its acknowledgement when
+/// `handles_press`: there is no display). Ends, pins off, when `stop` turns true.
+pub fn spawn(
+    config: &crate::config::Config,
+    snapshot: Arc<Snapshot>,
+    acks: Arc<Acknowledgements>,
+    buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    handles_press: bool,
+    stop: watch::Receiver<bool>,
+) -> Option<JoinHandle<()>> {
+    if !config.alerts.enabled {
+        return None;
+    }
+    let c = &config.alerts.buzzer;
+    let mut errors = Vec::new();
+    let mut open = |name, gpio, active_high| {
+        let (pin, error) = open_pin(name, gpio, active_high);
+        errors.extend(error);
+        pin
+    };
+    let buzzer = c.enabled.then(|| open("buzzer", c.gpio, c.active_high));
+    let led = c.led_gpio.map(|g| open("led", g, c.led_active_high));
+    let simulated = matches!(buzzer, Some(EdgePin::Simulated(_)));
+    let longest_for = crate::alerts::effective_rules(&config.alerts)
+        .map(|rules| rules.iter().map(|r| r.for_secs).max().unwrap_or(0))
+        .unwrap_or(0);
+    let context = TaskContext {
+        snapshot,
+        acks,
+        buttons,
+        handles_press,
+        policy: c.policy(),
+        settle_after: Duration::from_secs(longest_for) + SETTLE_MARGIN,
+        simulated,
+        pin_error: (!errors.is_empty()).then(|| errors.join("; ")),
+    };
+    let clock: LocalClock = Box::new(local_minute_of_day);
+    Some(spawn_with_pins(buzzer, led, context, clock, stop))
+}
+
+/// [`spawn`] with the pins and the local clock given (tests use recording pins).
+pub fn spawn_with_pins<B, L>(
+    buzzer: Option<B>,
+    led: Option<L>,
+    context: TaskContext,
+    clock: LocalClock,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()>
+where
+    B: OutputPin + Send + 'static,
+    L: OutputPin + Send + 'static,
+{
+    let alerts = context.snapshot.subscribe_alerts();
+    let now = Instant::now();
+    let task = AlertOutputs {
+        buzzer,
+        led,
+        logic: Buzzer::new(context.policy),
+        clock,
+        acks_rx: context.acks.subscribe(),
+        acks: context.acks,
+        snapshot: context.snapshot,
+        handles_press: context.handles_press,
+        firing: Arc::default(),
+        resolved: false,
+        player: None,
+        led_state: LedState::Off,
+        led_lit: false,
+        led_next: now,
+        started: now,
+        settle_after: context.settle_after,
+        settled: false,
+        sounds: [0; 3],
+        last_on_unix: 0.0,
+        muted: false,
+        simulated: context.simulated,
+        pin_error: context.pin_error,
+        health: None,
+        dirty: true,
+    };
+    tokio::spawn(task.run(alerts, context.buttons, stop))
+}
+
+/// A sound being played: its steps, the one playing, and when it ends.
+#[derive(Debug)]
+struct Player {
+    sound: Sound,
+    steps: &'static [Step],
+    index: usize,
+    until: Instant,
+}
+
+struct AlertOutputs<B, L> {
+    buzzer: Option<B>,
+    led: Option<L>,
+    logic: Buzzer,
+    clock: LocalClock,
+    acks: Arc<Acknowledgements>,
+    acks_rx: watch::Receiver<u64>,
+    snapshot: Arc<Snapshot>,
+    handles_press: bool,
+    /// The firing alerts as last seen.
+    firing: Arc<Vec<FiringAlert>>,
+    /// A warning or critical alert resolved since the last decision.
+    resolved: bool,
+    player: Option<Player>,
+    led_state: LedState,
+    led_lit: bool,
+    led_next: Instant,
+    started: Instant,
+    settle_after: Duration,
+    settled: bool,
+    /// Sounds started: critical, warning, resolved.
+    sounds: [u64; 3],
+    last_on_unix: f64,
+    muted: bool,
+    simulated: bool,
+    pin_error: Option<String>,
+    /// The health last reported.
+    health: Option<(bool, Option<String>)>,
+    /// Metrics to publish.
+    dirty: bool,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
+    async fn run(
+        mut self,
+        mut alerts: watch::Receiver<Arc<Vec<FiringAlert>>>,
+        mut buttons: Option<broadcast::Receiver<ButtonEvent>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        self.firing = alerts.borrow_and_update().clone();
+        self.acks.sync(&self.firing, false);
+        self.set_buzzer(false);
+        self.set_led(false);
+        loop {
+            let now = Instant::now();
+            self.advance(now);
+            self.publish(now);
+            let deadline = self.deadline(now);
+            tokio::select! {
+                _ = sleep_until(deadline) => {}
+                changed = alerts.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let firing = alerts.borrow_and_update().clone();
+                    self.on_alerts(firing);
+                }
+                _ = self.acks_rx.changed() => self.interrupt_if_acknowledged(),
+                event = button::next_event(&mut buttons) => self.on_button(event, Instant::now()),
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            if *stop.borrow() {
+                break;
+            }
+        }
+        // Leave the buzzer and the LED off.
+        self.player = None;
+        self.set_buzzer(false);
+        self.led_state = LedState::Off;
+        self.set_led(false);
+        self.dirty = true;
+        self.publish(Instant::now());
+    }
+
+    fn unacknowledged_critical(&self) -> bool {
+        self.firing
+            .iter()
+            .any(|a| a.severity == Severity::Critical && !self.acks.is_acknowledged(a))
+    }
+
+    fn on_alerts(&mut self, firing: Arc<Vec<FiringAlert>>) {
+        let resolved = self.firing.iter().any(|old| {
+            old.severity >= Severity::Warning
+                && !firing
+                    .iter()
+                    .any(|new| new.alertname == old.alertname && new.labels == old.labels)
+        });
+        if resolved {
+            tracing::debug!("An alert resolved.");
+        }
+        self.resolved |= resolved;
+        self.firing = firing;
+        self.acks.sync(&self.firing, self.settled);
+        self.interrupt_if_acknowledged();
+        self.dirty = true;
+    }
+
+    /// Stops a critical pattern as soon as no critical alert needs it.
+    fn interrupt_if_acknowledged(&mut self) {
+        self.dirty = true;
+        if self
+            .player
+            .as_ref()
+            .is_some_and(|p| p.sound == Sound::Critical)
+            && !self.unacknowledged_critical()
+        {
+            self.player = None;
+            self.set_buzzer(false);
+        }
+    }
+
+    fn on_button(&mut self, event: ButtonEvent, now: Instant) {
+        match event {
+            ButtonEvent::Press if self.handles_press => {
+                match self.acks.acknowledge_critical(&self.firing) {
+                    Some(name) => {
+                        tracing::info!(alertname = name.as_str(), "Button: alert acknowledged.");
+                    }
+                    None => tracing::debug!("Button press: no critical alert to acknowledge."),
+                }
+                self.interrupt_if_acknowledged();
+            }
+            ButtonEvent::Press => {}
+            ButtonEvent::LongPress => {
+                self.logic.mute(now.into_std());
+                self.player = None;
+                self.set_buzzer(false);
+                self.dirty = true;
+                tracing::info!(
+                    secs = self.logic.policy().mute_for.as_secs(),
+                    "Button held: buzzer muted."
+                );
+            }
+        }
+    }
+
+    fn set_buzzer(&mut self, on: bool) {
+        let Some(pin) = self.buzzer.as_mut() else {
+            return;
+        };
+        let result = if on { pin.set_high() } else { pin.set_low() };
+        match result {
+            Ok(()) if on => {
+                self.last_on_unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+                self.dirty = true;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if self.pin_error.is_none() {
+                    tracing::warn!(error = ?e, "Cannot drive the buzzer's GPIO pin.");
+                }
+                self.pin_error = Some(format!("buzzer pin: {e:?}"));
+                self.dirty = true;
+            }
+        }
+    }
+
+    fn set_led(&mut self, lit: bool) {
+        self.led_lit = lit;
+        let Some(pin) = self.led.as_mut() else {
+            return;
+        };
+        let result = if lit { pin.set_high() } else { pin.set_low() };
+        if let Err(e) = result {
+            if self.pin_error.is_none() {
+                tracing::warn!(error = ?e, "Cannot drive the LED's GPIO pin.");
+            }
+            self.pin_error = Some(format!("LED pin: {e:?}"));
+            self.dirty = true;
+        }
+    }
+
+    /// Plays on, decides the next sound when none plays, and drives the LED.
+    fn advance(&mut self, now: Instant) {
+        if !self.settled && now.saturating_duration_since(self.started) >= self.settle_after {
+            self.settled = true;
+            self.acks.sync(&self.firing, true);
+        }
+        // The sound playing: as many steps as have ended.
+        while let Some(p) = self.player.as_mut() {
+            if now < p.until {
+                break;
+            }
+            p.index += 1;
+            match p.steps.get(p.index).copied() {
+                Some(step) => {
+                    p.until += step.duration;
+                    self.set_buzzer(step.on);
+                }
+                None => {
+                    self.player = None;
+                    self.set_buzzer(false);
+                }
+            }
+        }
+        if self.player.is_none() && self.buzzer.is_some() {
+            let firing: Vec<(FiringAlert, bool)> = self
+                .firing
+                .iter()
+                .map(|a| (a.clone(), self.acks.is_acknowledged(a)))
+                .collect();
+            let minute = if self.logic.policy().quiet_hours.is_some() {
+                (self.clock)()
+            } else {
+                12 * 60
+            };
+            let resolved = std::mem::take(&mut self.resolved);
+            if let Some(sound) = self
+                .logic
+                .next_sound(&firing, resolved, now.into_std(), minute)
+            {
+                let steps = pattern(sound);
+                if let Some(first) = steps.first() {
+                    tracing::debug!(?sound, "Buzzer.");
+                    self.sounds[match sound {
+                        Sound::Critical => 0,
+                        Sound::Warning => 1,
+                        Sound::Resolved => 2,
+                    }] += 1;
+                    self.player = Some(Player {
+                        sound,
+                        steps,
+                        index: 0,
+                        until: now + first.duration,
+                    });
+                    self.set_buzzer(first.on);
+                    self.dirty = true;
+                }
+            }
+        }
+        let muted = self.logic.is_muted(now.into_std());
+        if muted != self.muted {
+            self.muted = muted;
+            self.dirty = true;
+        }
+        // The LED.
+        let state = LedState::of(&self.firing, &self.acks);
+        if state != self.led_state {
+            self.led_state = state;
+            self.led_next = now + BLINK;
+            self.set_led(state != LedState::Off);
+            self.dirty = true;
+        } else if state == LedState::Blink && now >= self.led_next {
+            while self.led_next <= now {
+                self.led_next += BLINK;
+            }
+            let lit = !self.led_lit;
+            self.set_led(lit);
+        }
+    }
+
+    /// When to wake up next without an event.
+    fn deadline(&self, now: Instant) -> Option<Instant> {
+        let mut next = self.player.as_ref().map(|p| p.until);
+        let mut earliest = |t: Instant| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        if self.led.is_some() && self.led_state == LedState::Blink {
+            earliest(self.led_next);
+        }
+        if self.buzzer.is_some() && (!self.firing.is_empty() || self.muted) {
+            earliest(now + POLL);
+        }
+        if !self.settled {
+            earliest(self.started + self.settle_after);
+        }
+        next
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let ok = self.pin_error.is_none() && self.acks.error().is_none();
+        let error = self.acks.error().or_else(|| self.pin_error.clone());
+        let health = (ok, error);
+        let configured = self.buzzer.is_some() || self.led.is_some();
+        // Reported when there is a pin, or once something went wrong.
+        if self.health.as_ref() != Some(&health)
+            && (configured || !health.0 || self.health.is_some())
+        {
+            self.snapshot
+                .outputs()
+                .report_health(OUTPUT_NAME, health.0, health.1.clone());
+            self.health = Some(health);
+        }
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let mut sink = MetricSink::new();
+        if self.buzzer.is_some() {
+            let help = "Sounds the buzzer started, by kind (critical: one 2 s cycle of three beeps; warning: a chirp; resolved: one tone).";
+            for (sound, n) in ["critical", "warning", "resolved"].iter().zip(self.sounds) {
+                sink.counter(
+                    "nodewatch_buzzer_sounds_total",
+                    help,
+                    &[("sound", sound)],
+                    n as f64,
+                );
+            }
+            sink.gauge(
+                "nodewatch_buzzer_muted",
+                "1 while a long press of the button has the buzzer muted.",
+                &[],
+                if self.logic.is_muted(now.into_std()) {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+            sink.gauge(
+                "nodewatch_buzzer_simulated",
+                "1 when there is no GPIO and the buzzer is only logged.",
+                &[],
+                if self.simulated { 1.0 } else { 0.0 },
+            );
+            sink.gauge(
+                "nodewatch_buzzer_last_on_timestamp_seconds",
+                "When the buzzer last went on (unix seconds; 0: not since the start).",
+                &[],
+                self.last_on_unix,
+            );
+        }
+        if self.led.is_some() {
+            sink.gauge(
+                "nodewatch_status_led_state",
+                "The status LED: 0 off, 1 blinking (a warning or an acknowledged critical alert), 2 on (a critical alert not acknowledged).",
+                &[],
+                self.led_state.value(),
+            );
+        }
+        sink.gauge(
+            "nodewatch_alerts_acknowledged",
+            "Firing local alerts acknowledged with the button (kept in state_dir across restarts).",
+            &[],
+            self.acks.count(&self.firing) as f64,
+        );
+        self.snapshot
+            .outputs()
+            .set_metrics(OUTPUT_NAME, &sink.into_families());
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,562 @@
+//! The gateway side (`lora.gateway = true`): receive, verify, acknowledge, forward.
+//!
+//! Each frame is checked against its node's key (or the network key), then against
+//! the node's replay window (persisted in `state_dir/lora-replay.json`, so a restart
+//! does not reopen it). A new frame updates the node's figures and its alerts and is
+//! acknowledged; a duplicate (the node resending because our acknowledgement was
+//! lost) is acknowledged again but changes nothing; a replay or a forgery is counted
+//! and dropped. Acknowledgements spend the gateway's own duty-cycle budget.
+//!
+//! Alerts go to Alertmanager with labels `alertname`, `node`, `severity` and
+//! `source="lora"`: at once when they change, and re-posted every
+//! `repost_interval_secs` with `endsAt` = last heard + `node_timeout_secs`. A node's
+//! alert resolves when it says so, when its heartbeat says nothing fires, or when the
+//! node stays silent past the timeout. Posting runs in its own task and retries, so a
+//! slow Alertmanager never holds up the radio.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodewatch_lora::airtime::{Modulation, time_on_air};
+use nodewatch_lora::duty::DutyCycle;
+use nodewatch_lora::frame::{self, AlertState, Frame, NodeId, Severity};
+use nodewatch_lora::radio::{Radio, Received};
+use nodewatch_lora::replay::{ReplayWindow, Verdict};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::alertmanager::{AlertmanagerClient, PostableAlert, rfc3339};
+use super::{Keys, LoraConfig};
+use crate::metrics::MetricSink;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, Clone)]
+struct NodeStats {
+    name: String,
+    received: u64,
+    rssi_dbm: Option<f32>,
+    snr_db: Option<f32>,
+    last_seen: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+struct ActiveAlert {
+    severity: Severity,
+    value: f32,
+    starts_at: SystemTime,
+}
+
+/// What one received frame led to.
+#[derive(Debug, Default, PartialEq)]
+pub struct Handled {
+    /// The acknowledgement to transmit, if any.
+    pub ack: Option<Vec<u8>>,
+    /// Alerts to post to Alertmanager now.
+    pub posts: Vec<PostableAlert>,
+    /// Why the frame was dropped, if it was.
+    pub rejected: Option<&'static str>,
+}
+
+/// The gateway's state; [`run`] drives it.
+#[derive(Debug)]
+pub struct Gateway {
+    keys: Keys,
+    replay: ReplayWindow,
+    replay_path: PathBuf,
+    modulation: Modulation,
+    duty: DutyCycle,
+    node_timeout: Duration,
+    nodes: BTreeMap<NodeId, NodeStats>,
+    active: BTreeMap<(NodeId, String), ActiveAlert>,
+    rejected: BTreeMap<&'static str, u64>,
+    duplicates: u64,
+    acks: BTreeMap<&'static str, u64>,
+    airtime: Duration,
+    radio_errors: u64,
+    last_error: Option<String>,
+}
+
+const REJECT_REASONS: [&str; 6] = [
+    "truncated",
+    "oversized",
+    "version",
+    "malformed",
+    "mac",
+    "replay",
+];
+
+impl Gateway {
+    /// A gateway whose replay state lives in `state_dir`.
+    pub fn new(lora: &LoraConfig, keys: Keys, state_dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
+        let replay_path = state_dir.join("lora-replay.json");
+        let replay = ReplayWindow::load(&replay_path)?;
+        Ok(Self {
+            keys,
+            replay,
+            replay_path,
+            modulation: lora.radio.modulation,
+            duty: DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600)),
+            node_timeout: Duration::from_secs_f64(lora.node_timeout_secs),
+            nodes: BTreeMap::new(),
+            active: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+            duplicates: 0,
+            acks: BTreeMap::new(),
+            airtime: Duration::ZERO,
+            radio_errors: 0,
+            last_error: None,
+        })
+    }
+
+    fn postable(
+        &self,
+        node: NodeId,
+        alertname: &str,
+        alert: &ActiveAlert,
+        ends_at: SystemTime,
+    ) -> PostableAlert {
+        let node_name = self.keys.name_of(node);
+        let labels = BTreeMap::from([
+            ("alertname".to_string(), alertname.to_string()),
+            ("node".to_string(), node_name.clone()),
+            ("severity".to_string(), alert.severity.as_str().to_string()),
+            ("source".to_string(), "lora".to_string()),
+        ]);
+        let annotations = BTreeMap::from([
+            (
+                "summary".to_string(),
+                format!("{alertname} on {node_name} (over LoRa)"),
+            ),
+            ("value".to_string(), alert.value.to_string()),
+        ]);
+        PostableAlert {
+            labels,
+            annotations,
+            starts_at: rfc3339(alert.starts_at),
+            ends_at: rfc3339(ends_at),
+        }
+    }
+
+    fn reject(&mut self, reason: &'static str, detail: &str) -> Handled {
+        *self.rejected.entry(reason).or_default() += 1;
+        tracing::warn!(reason, detail, "LoRa frame rejected.");
+        Handled {
+            rejected: Some(reason),
+            ..Handled::default()
+        }
+    }
+
+    /// Handles one frame heard at `now` (wall clock) / `instant` (budget clock).
+    pub fn handle(&mut self, rx: &Received, now: SystemTime, instant: Instant) -> Handled {
+        let node = match frame::peek_node(&rx.bytes) {
+            Ok(n) => n,
+            Err(e) => return self.reject(e.reason(), &e.to_string()),
+        };
+        let decoded = match frame::decode(&rx.bytes, self.keys.for_node(node)) {
+            Ok(f) => f,
+            Err(e) => return self.reject(e.reason(), &format!("from {node}: {e}")),
+        };
+        let alert = match decoded {
+            // Another gateway's acknowledgement.
+            Frame::Ack(_) => return Handled::default(),
+            Frame::Alert(a) => a,
+        };
+        let mut handled = Handled::default();
+        match self.replay.check(node, alert.sequence) {
+            Verdict::Replay => {
+                return self.reject(
+                    "replay",
+                    &format!(
+                        "from {node}: sequence {} is behind its window",
+                        alert.sequence
+                    ),
+                );
+            }
+            Verdict::Duplicate => self.duplicates += 1,
+            Verdict::New => {
+                self.replay.accept(node, alert.sequence);
+                if let Err(e) = self.replay.save(&self.replay_path) {
+                    self.last_error = Some(e);
+                }
+                let name = self.keys.name_of(node);
+                let stats = self.nodes.entry(node).or_insert(NodeStats {
+                    name,
+                    received: 0,
+                    rssi_dbm: None,
+                    snr_db: None,
+                    last_seen: now,
+                });
+                stats.received += 1;
+                stats.rssi_dbm = rx.rssi_dbm;
+                stats.snr_db = rx.snr_db;
+                stats.last_seen = now;
+                tracing::info!(
+                    node = stats.name.as_str(),
+                    state = alert.state.as_str(),
+                    alertname = alert.alertname.as_str(),
+                    severity = alert.severity.as_str(),
+                    sequence = alert.sequence,
+                    rssi = ?rx.rssi_dbm,
+                    "LoRa frame received."
+                );
+                handled.posts = self.apply(
+                    node,
+                    &alert.alertname,
+                    alert.state,
+                    alert.severity,
+                    alert.value,
+                    now,
+                );
+                // Alerts still active get their endsAt moved on.
+                if alert.state != AlertState::Resolved {
+                    handled.posts.extend(self.node_posts(node, now));
+                }
+            }
+        }
+        let ack = Frame::Ack(Frame::Alert(alert).ack());
+        let airtime = time_on_air(&self.modulation, frame::ACK_LEN);
+        match self.duty.try_spend(airtime, instant) {
+            Ok(()) => match ack.encode(self.keys.for_node(node)) {
+                Ok(bytes) => {
+                    self.airtime += airtime;
+                    handled.ack = Some(bytes);
+                }
+                Err(e) => self.last_error = Some(format!("acknowledgement: {e}")),
+            },
+            Err(_) => {
+                *self.acks.entry("over_budget").or_default() += 1;
+                tracing::warn!(node = %node, "No duty-cycle budget left to acknowledge a frame.");
+            }
+        }
+        handled
+    }
+
+    fn apply(
+        &mut self,
+        node: NodeId,
+        alertname: &str,
+        state: AlertState,
+        severity: Severity,
+        value: f32,
+        now: SystemTime,
+    ) -> Vec<PostableAlert> {
+        let mut posts = Vec::new();
+        match state {
+            AlertState::Firing => {
+                let key = (node, alertname.to_string());
+                let previous = self.active.get(&key).cloned();
+                if let Some(old) = &previous
+                    && old.severity != severity
+                {
+                    // Another severity is another alert for Alertmanager: end the old one.
+                    posts.push(self.postable(node, alertname, old, now));
+                }
+                let starts_at = previous.map(|p| p.starts_at).unwrap_or(now);
+                self.active.insert(
+                    key,
+                    ActiveAlert {
+                        severity,
+                        value,
+                        starts_at,
+                    },
+                );
+            }
+            AlertState::Resolved => {
+                if let Some(old) = self.active.remove(&(node, alertname.to_string())) {
+                    posts.push(self.postable(node, alertname, &old, now));
+                }
+            }
+            AlertState::Heartbeat => {
+                // value = how many alert names fire on the node; none: all resolved.
+                if value == 0.0 {
+                    let ended: Vec<(String, ActiveAlert)> = self
+                        .active
+                        .iter()
+                        .filter(|((n, _), _)| *n == node)
+                        .map(|((_, name), a)| (name.clone(), a.clone()))
+                        .collect();
+                    for (name, old) in ended {
+                        self.active.remove(&(node, name.clone()));
+                        posts.push(self.postable(node, &name, &old, now));
+                    }
+                }
+            }
+        }
+        posts
+    }
+
+    fn ends_at(&self, node: NodeId) -> SystemTime {
+        self.nodes
+            .get(&node)
+            .map(|s| s.last_seen + self.node_timeout)
+            .unwrap_or_else(SystemTime::now)
+    }
+
+    fn node_posts(&self, node: NodeId, _now: SystemTime) -> Vec<PostableAlert> {
+        let ends_at = self.ends_at(node);
+        self.active
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|((n, name), a)| self.postable(*n, name, a, ends_at))
+            .collect()
+    }
+
+    /// The periodic re-post: every active alert with its `endsAt`; alerts of nodes
+    /// silent past the timeout end (and are posted as ended).
+    pub fn repost(&mut self, now: SystemTime) -> Vec<PostableAlert> {
+        let silent: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, s)| s.last_seen + self.node_timeout <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut posts = Vec::new();
+        for ((node, name), alert) in &self.active {
+            posts.push(self.postable(*node, name, alert, self.ends_at(*node)));
+        }
+        let before = self.active.len();
+        self.active.retain(|(node, _), _| !silent.contains(node));
+        if self.active.len() < before {
+            tracing::warn!(
+                alerts = before - self.active.len(),
+                "LoRa nodes silent past node_timeout_secs: their alerts end."
+            );
+        }
+        posts
+    }
+
+    /// Forwarded alerts still active (tests).
+    pub fn active_alerts(&self) -> usize {
+        self.active.len()
+    }
+
+    /// The `nodewatch_lora_*` families of a gateway.
+    pub fn metrics(&mut self, posts: &PostCounters) -> Vec<prometheus::proto::MetricFamily> {
+        let mut sink = MetricSink::new();
+        for s in self.nodes.values() {
+            let node = [("node", s.name.as_str())];
+            sink.counter(
+                "nodewatch_lora_received_total",
+                "Verified LoRa frames received from a node (duplicates not counted).",
+                &node,
+                s.received as f64,
+            );
+            sink.gauge(
+                "nodewatch_lora_last_seen_timestamp_seconds",
+                "When a node was last heard (unix seconds, the gateway's clock).",
+                &node,
+                s.last_seen
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            );
+            if let Some(rssi) = s.rssi_dbm {
+                sink.gauge(
+                    "nodewatch_lora_rssi_dbm",
+                    "Signal strength of a node's last frame.",
+                    &node,
+                    f64::from(rssi),
+                );
+            }
+            if let Some(snr) = s.snr_db {
+                sink.gauge(
+                    "nodewatch_lora_snr_db",
+                    "Signal-to-noise ratio of a node's last frame.",
+                    &node,
+                    f64::from(snr),
+                );
+            }
+        }
+        for reason in REJECT_REASONS {
+            sink.counter(
+                "nodewatch_lora_rejected_total",
+                "LoRa frames dropped: malformed, forged (mac) or replayed.",
+                &[("reason", reason)],
+                self.rejected.get(reason).copied().unwrap_or(0) as f64,
+            );
+        }
+        sink.counter(
+            "nodewatch_lora_duplicates_total",
+            "Frames received again (resent by a node that missed our acknowledgement).",
+            &[],
+            self.duplicates as f64,
+        );
+        for result in ["sent", "over_budget"] {
+            sink.counter(
+                "nodewatch_lora_acks_total",
+                "Acknowledgements, sent or skipped for lack of duty-cycle budget.",
+                &[("result", result)],
+                self.acks.get(result).copied().unwrap_or(0) as f64,
+            );
+        }
+        sink.gauge(
+            "nodewatch_lora_forwarded_alerts",
+            "Alerts from LoRa nodes active in Alertmanager.",
+            &[],
+            self.active.len() as f64,
+        );
+        for (result, n) in [
+            ("success", posts.success.load(Ordering::Relaxed)),
+            ("failure", posts.failure.load(Ordering::Relaxed)),
+        ] {
+            sink.counter(
+                "nodewatch_lora_alertmanager_posts_total",
+                "Posts to Alertmanager, by result.",
+                &[("result", result)],
+                n as f64,
+            );
+        }
+        sink.counter(
+            "nodewatch_lora_airtime_seconds_total",
+            "Time this radio spent transmitting.",
+            &[],
+            self.airtime.as_secs_f64(),
+        );
+        sink.gauge(
+            "nodewatch_lora_duty_cycle_remaining_seconds",
+            "Airtime left in the duty-cycle budget of the sliding hour.",
+            &[],
+            self.duty.remaining(Instant::now()).as_secs_f64(),
+        );
+        sink.counter(
+            "nodewatch_lora_radio_errors_total",
+            "Radio failures (transmit or receive).",
+            &[],
+            self.radio_errors as f64,
+        );
+        sink.into_families()
+    }
+}
+
+/// Alertmanager post results, shared with the poster task.
+#[derive(Debug, Default)]
+pub struct PostCounters {
+    success: AtomicU64,
+    failure: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+/// Posts batches to Alertmanager; failed alerts are retried (the latest state of each
+/// alert) every few seconds until they go through.
+async fn post_loop(
+    client: AlertmanagerClient,
+    mut batches: mpsc::Receiver<Vec<PostableAlert>>,
+    counters: Arc<PostCounters>,
+) {
+    let mut pending: BTreeMap<Vec<(String, String)>, PostableAlert> = BTreeMap::new();
+    loop {
+        let next = if pending.is_empty() {
+            batches.recv().await
+        } else {
+            match tokio::time::timeout(Duration::from_secs(5), batches.recv()).await {
+                Ok(b) => b,
+                Err(_) => Some(Vec::new()),
+            }
+        };
+        let Some(batch) = next else { return };
+        for alert in batch {
+            let key = alert.labels.clone().into_iter().collect();
+            pending.insert(key, alert);
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let alerts: Vec<PostableAlert> = pending.values().cloned().collect();
+        let errors = client.post(&alerts).await;
+        let mut last_error = counters
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if errors.is_empty() {
+            counters.success.fetch_add(1, Ordering::Relaxed);
+            *last_error = None;
+            pending.clear();
+        } else {
+            counters.failure.fetch_add(1, Ordering::Relaxed);
+            for e in &errors {
+                tracing::warn!(
+                    error = e.as_str(),
+                    "Posting LoRa alerts to Alertmanager failed; will retry."
+                );
+            }
+            *last_error = errors.into_iter().next();
+        }
+    }
+}
+
+/// Runs the gateway until `stop`.
+pub async fn run<R: Radio>(
+    mut radio: R,
+    lora: &LoraConfig,
+    keys: Keys,
+    state_dir: &Path,
+    snapshot: Arc<Snapshot>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let client = AlertmanagerClient::new(&lora.alertmanager_urls, Duration::from_secs(10))?;
+    let mut gateway = Gateway::new(lora, keys, state_dir)?;
+    let counters = Arc::new(PostCounters::default());
+    let (batches, rx) = mpsc::channel(256);
+    let poster = tokio::spawn(post_loop(client, rx, counters.clone()));
+    let mut repost = tokio::time::interval(Duration::from_secs_f64(lora.repost_interval_secs));
+    repost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(urls = ?lora.alertmanager_urls, "LoRa gateway: forwarding to Alertmanager.");
+    loop {
+        let error = gateway.last_error.clone().or_else(|| {
+            counters
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        });
+        snapshot
+            .outputs()
+            .set_metrics("lora", &gateway.metrics(&counters));
+        snapshot
+            .outputs()
+            .report_health("lora", error.is_none(), error);
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            heard = radio.receive(Duration::from_secs(1)) => match heard {
+                Ok(Some(rx)) => {
+                    let handled = gateway.handle(&rx, SystemTime::now(), Instant::now());
+                    if !handled.posts.is_empty() {
+                        let _ = batches.try_send(handled.posts);
+                    }
+                    if let Some(ack) = handled.ack {
+                        match radio.transmit(&ack).await {
+                            Ok(()) => *gateway.acks.entry("sent").or_default() += 1,
+                            Err(e) => {
+                                gateway.radio_errors += 1;
+                                tracing::warn!(error = %e, "LoRa acknowledgement not sent.");
+                            }
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    gateway.radio_errors += 1;
+                    gateway.last_error = Some(format!("receive: {e}"));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+            _ = repost.tick() => {
+                let posts = gateway.repost(SystemTime::now());
+                if !posts.is_empty() {
+                    let _ = batches.try_send(posts);
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    }
+    drop(batches);
+    let _ = tokio::time::timeout(Duration::from_secs(2), poster).await;
+    Ok(())
+}

@@ -1,0 +1,494 @@
+//! The node side of the link: this agent's local alerts, over the air.
+//!
+//! Alerts travel by name: a name starts firing (at its highest severity among its
+//! instances), changes severity, or resolves when its last instance does. Each change
+//! is one frame, queued critical first; a frame not yet sent is replaced by a newer
+//! change of the same alert (a firing that resolves before it could be sent is
+//! dropped with it: the gateway never knew). A frame is sent, then resent after
+//! `ack_timeout` (backing off) until the gateway acknowledges its sequence, up to
+//! `max_attempts`. Every transmission spends airtime from the duty-cycle budget;
+//! when the budget is spent, frames wait in the queue for it. A heartbeat (value =
+//! number of firing alert names) goes out at start and whenever nothing was sent for
+//! `heartbeat_interval_secs`; the gateway resolves the node's alerts on a heartbeat
+//! saying none fire.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nodewatch_lora::airtime::{Modulation, time_on_air};
+use nodewatch_lora::duty::DutyCycle;
+use nodewatch_lora::frame::{self, AlertFrame, AlertState, Frame, Key, NodeId, Severity};
+use nodewatch_lora::queue::{Priority, TxQueue};
+use nodewatch_lora::radio::Radio;
+use nodewatch_lora::sequence::SequenceStore;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{Keys, LoraConfig};
+use crate::alerts::FiringAlert;
+use crate::metrics::MetricSink;
+use crate::snapshot::Snapshot;
+
+/// Frames waiting beyond this are dropped, lowest priority first.
+const MAX_QUEUE: usize = 32;
+/// The longest wait between resends.
+const MAX_BACKOFF: Duration = Duration::from_secs(120);
+
+fn severity(s: crate::alerts::Severity) -> Severity {
+    match s {
+        crate::alerts::Severity::Info => Severity::Info,
+        crate::alerts::Severity::Warning => Severity::Warning,
+        crate::alerts::Severity::Critical => Severity::Critical,
+    }
+}
+
+/// What each firing alert name looks like on the air: its highest severity and the
+/// value of its most severe instance.
+pub fn by_name(alerts: &[FiringAlert]) -> BTreeMap<String, (Severity, f32)> {
+    let mut out: BTreeMap<String, (Severity, f32)> = BTreeMap::new();
+    for a in alerts {
+        let s = severity(a.severity);
+        let entry = out
+            .entry(a.alertname.clone())
+            .or_insert((s, a.value as f32));
+        if s > entry.0 {
+            *entry = (s, a.value as f32);
+        }
+    }
+    out
+}
+
+fn unix_now() -> u32 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
+fn priority(f: &AlertFrame) -> Priority {
+    Priority::for_alert(f.state, f.severity)
+}
+
+/// A frame in the queue (its sequence is given at its first transmission).
+#[derive(Debug, Clone)]
+struct Outgoing {
+    frame: AlertFrame,
+    encoded: Option<Vec<u8>>,
+    attempts: u32,
+    /// Not before this (backoff after a missing acknowledgement).
+    not_before: Option<Instant>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    transmissions: BTreeMap<&'static str, u64>,
+    acknowledged: u64,
+    dropped: BTreeMap<&'static str, u64>,
+    airtime: Duration,
+    radio_errors: u64,
+    last_ack_unix: Option<f64>,
+}
+
+/// The sender's state; [`run`] drives it.
+#[derive(Debug)]
+pub struct NodeLink {
+    key: Key,
+    node: NodeId,
+    modulation: Modulation,
+    sequence: SequenceStore,
+    duty: DutyCycle,
+    queue: TxQueue<Outgoing>,
+    /// The alert states the gateway was last told (or is being told).
+    told: BTreeMap<String, (Severity, f32)>,
+    ack_timeout: Duration,
+    max_attempts: u32,
+    heartbeat_interval: Duration,
+    last_sent: Option<Instant>,
+    counters: Counters,
+    last_error: Option<String>,
+}
+
+impl NodeLink {
+    /// A link for `node_name`, its sequence kept in `state_dir`.
+    pub fn new(
+        lora: &LoraConfig,
+        keys: Keys,
+        node_name: &str,
+        state_dir: &Path,
+    ) -> Result<Self, String> {
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
+        let sequence = SequenceStore::open(&state_dir.join("lora-sequence"))?;
+        Ok(Self {
+            key: keys.network,
+            node: NodeId::from_name(node_name),
+            modulation: lora.radio.modulation,
+            sequence,
+            duty: DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600)),
+            queue: TxQueue::new(),
+            told: BTreeMap::new(),
+            ack_timeout: lora.ack_timeout(),
+            max_attempts: lora.max_attempts,
+            heartbeat_interval: Duration::from_secs_f64(lora.heartbeat_interval_secs),
+            last_sent: None,
+            counters: Counters::default(),
+            last_error: None,
+        })
+    }
+
+    fn frame(&self, state: AlertState, severity: Severity, value: f32, name: &str) -> AlertFrame {
+        AlertFrame {
+            state,
+            severity,
+            node: self.node,
+            sequence: 0,
+            value,
+            node_time: 0,
+            alertname: name.to_string(),
+        }
+    }
+
+    fn enqueue(&mut self, frame: AlertFrame) {
+        // A newer change of the same alert replaces one not yet on the air.
+        let mut dropped_unsent_firing = false;
+        if frame.state != AlertState::Heartbeat {
+            self.queue.retain(|o| {
+                let same =
+                    o.frame.state != AlertState::Heartbeat && o.frame.alertname == frame.alertname;
+                if same && o.attempts == 0 && o.frame.state == AlertState::Firing {
+                    dropped_unsent_firing = true;
+                }
+                !same
+            });
+        }
+        if frame.state == AlertState::Resolved && dropped_unsent_firing {
+            // The gateway never heard it fire.
+            return;
+        }
+        let priority = priority(&frame);
+        self.queue.push(
+            priority,
+            Outgoing {
+                frame,
+                encoded: None,
+                attempts: 0,
+                not_before: None,
+            },
+        );
+        while self.queue.len() > MAX_QUEUE {
+            if self.queue.pop_lowest().is_some() {
+                *self.counters.dropped.entry("queue_full").or_default() += 1;
+            }
+        }
+    }
+
+    /// Queues the changes between what the gateway was told and `alerts`.
+    pub fn update(&mut self, alerts: &[FiringAlert]) {
+        let now = by_name(alerts);
+        let gone: Vec<(String, (Severity, f32))> = self
+            .told
+            .iter()
+            .filter(|(name, _)| !now.contains_key(*name))
+            .map(|(n, v)| (n.clone(), *v))
+            .collect();
+        for (name, (sev, value)) in gone {
+            self.enqueue(self.frame(AlertState::Resolved, sev, value, &name));
+        }
+        for (name, (sev, value)) in &now {
+            if self.told.get(name).map(|(s, _)| s) != Some(sev) {
+                self.enqueue(self.frame(AlertState::Firing, *sev, *value, name));
+            }
+        }
+        self.told = now;
+    }
+
+    /// Queues a heartbeat unless one is already waiting.
+    pub fn heartbeat(&mut self) {
+        if self
+            .queue
+            .iter()
+            .any(|o| o.frame.state == AlertState::Heartbeat)
+        {
+            return;
+        }
+        let firing = self.told.len() as f32;
+        self.enqueue(self.frame(AlertState::Heartbeat, Severity::Info, firing, ""));
+    }
+
+    /// When a heartbeat is due.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        self.last_sent.map(|t| t + self.heartbeat_interval)
+    }
+
+    /// Frames waiting (tests, metrics).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Sends the head of the queue if it may go now; returns how long to wait
+    /// otherwise (`None`: nothing to send).
+    async fn try_send<R: Radio>(
+        &mut self,
+        radio: &mut R,
+    ) -> Result<Option<(u32, Instant)>, Duration> {
+        let now = Instant::now();
+        let Some(head) = self.queue.peek() else {
+            return Err(Duration::MAX);
+        };
+        if let Some(t) = head.not_before
+            && t > now
+        {
+            return Err(t - now);
+        }
+        let len = head.frame.encoded_len();
+        let airtime = time_on_air(&self.modulation, len);
+        self.duty.try_spend(airtime, now)?;
+        let Some(mut out) = self.queue.pop() else {
+            return Err(Duration::MAX);
+        };
+        if out.encoded.is_none() {
+            let sequence = match self.sequence.next() {
+                Ok(s) => s,
+                Err(e) => {
+                    // Without a persisted sequence the gateway could take our frames for
+                    // replays: keep the frame and report.
+                    self.last_error = Some(e);
+                    self.queue.push(priority(&out.frame), out);
+                    return Err(Duration::from_secs(10));
+                }
+            };
+            out.frame.sequence = sequence;
+            out.frame.node_time = unix_now();
+            match Frame::Alert(out.frame.clone()).encode(&self.key) {
+                Ok(bytes) => out.encoded = Some(bytes),
+                Err(e) => {
+                    tracing::error!(error = %e, "LoRa frame cannot be encoded; dropped.");
+                    *self.counters.dropped.entry("unencodable").or_default() += 1;
+                    return Ok(None);
+                }
+            }
+        }
+        let bytes = out.encoded.clone().unwrap_or_default();
+        let kind = if out.attempts == 0 { "first" } else { "resend" };
+        out.attempts += 1;
+        self.counters.airtime += airtime;
+        match radio.transmit(&bytes).await {
+            Ok(()) => {
+                *self.counters.transmissions.entry(kind).or_default() += 1;
+                self.last_sent = Some(Instant::now());
+                tracing::debug!(
+                    alertname = out.frame.alertname.as_str(),
+                    state = out.frame.state.as_str(),
+                    sequence = out.frame.sequence,
+                    attempt = out.attempts,
+                    "LoRa frame sent."
+                );
+                self.last_error = None;
+            }
+            Err(e) => {
+                self.counters.radio_errors += 1;
+                self.last_error = Some(format!("transmit: {e}"));
+                tracing::warn!(error = %e, "LoRa transmit failed.");
+            }
+        }
+        let sequence = out.frame.sequence;
+        let deadline = Instant::now() + self.ack_timeout;
+        // Back in the queue until acknowledged; after its last attempt's deadline it is
+        // given up (`give_up_exhausted`).
+        let backoff = (self.ack_timeout * out.attempts).min(MAX_BACKOFF);
+        out.not_before = Some(deadline + backoff.saturating_sub(self.ack_timeout));
+        self.queue.push(priority(&out.frame), out);
+        Ok(Some((sequence, deadline)))
+    }
+
+    /// An acknowledgement heard: the frame with that sequence is done.
+    fn acknowledged(&mut self, sequence: u32) -> bool {
+        let before = self.queue.len();
+        self.queue
+            .retain(|o| !(o.encoded.is_some() && o.frame.sequence == sequence));
+        let done = self.queue.len() < before;
+        if done {
+            self.counters.acknowledged += 1;
+            self.counters.last_ack_unix = Some(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0),
+            );
+        }
+        done
+    }
+
+    /// Drops frames that used their last attempt.
+    fn give_up_exhausted(&mut self) {
+        let max = self.max_attempts;
+        let before = self.queue.len();
+        self.queue.retain(|o| o.attempts < max);
+        let dropped = before - self.queue.len();
+        if dropped > 0 {
+            *self.counters.dropped.entry("unacknowledged").or_default() += dropped as u64;
+            tracing::warn!(
+                frames = dropped,
+                "LoRa frames never acknowledged; given up."
+            );
+        }
+    }
+
+    /// The `nodewatch_lora_*` families of a node.
+    pub fn metrics(&mut self) -> Vec<prometheus::proto::MetricFamily> {
+        let mut sink = MetricSink::new();
+        for kind in ["first", "resend"] {
+            sink.counter(
+                "nodewatch_lora_transmissions_total",
+                "LoRa frames put on the air, first sends and resends.",
+                &[("kind", kind)],
+                self.counters.transmissions.get(kind).copied().unwrap_or(0) as f64,
+            );
+        }
+        sink.counter(
+            "nodewatch_lora_acknowledged_total",
+            "LoRa frames the gateway acknowledged.",
+            &[],
+            self.counters.acknowledged as f64,
+        );
+        for reason in ["unacknowledged", "queue_full", "unencodable"] {
+            sink.counter(
+                "nodewatch_lora_dropped_total",
+                "LoRa frames given up, by reason.",
+                &[("reason", reason)],
+                self.counters.dropped.get(reason).copied().unwrap_or(0) as f64,
+            );
+        }
+        sink.gauge(
+            "nodewatch_lora_queue_frames",
+            "LoRa frames waiting to be sent or acknowledged.",
+            &[],
+            self.queue.len() as f64,
+        );
+        sink.counter(
+            "nodewatch_lora_airtime_seconds_total",
+            "Time this radio spent transmitting.",
+            &[],
+            self.counters.airtime.as_secs_f64(),
+        );
+        let now = Instant::now();
+        sink.gauge(
+            "nodewatch_lora_duty_cycle_remaining_seconds",
+            "Airtime left in the duty-cycle budget of the sliding hour.",
+            &[],
+            self.duty.remaining(now).as_secs_f64(),
+        );
+        sink.counter(
+            "nodewatch_lora_radio_errors_total",
+            "Radio failures (transmit or receive).",
+            &[],
+            self.counters.radio_errors as f64,
+        );
+        if let Some(t) = self.counters.last_ack_unix {
+            sink.gauge(
+                "nodewatch_lora_last_ack_timestamp_seconds",
+                "When the gateway last acknowledged a frame (unix seconds).",
+                &[],
+                t,
+            );
+        }
+        sink.into_families()
+    }
+
+    fn publish(&mut self, snapshot: &Snapshot) {
+        snapshot.outputs().set_metrics("lora", &self.metrics());
+        snapshot.outputs().report_health(
+            "lora",
+            self.last_error.is_none(),
+            self.last_error.clone(),
+        );
+    }
+}
+
+/// Runs the node side until `stop`.
+pub async fn run<R: Radio>(
+    mut radio: R,
+    lora: &LoraConfig,
+    keys: Keys,
+    node_name: &str,
+    state_dir: &Path,
+    snapshot: Arc<Snapshot>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut link = NodeLink::new(lora, keys, node_name, state_dir)?;
+    tracing::info!(node = node_name, id = %link.node, "LoRa node: sending local alerts.");
+    let mut alerts = snapshot.subscribe_alerts();
+    link.heartbeat();
+    link.update(&alerts.borrow_and_update());
+    // The frame awaiting an acknowledgement: (sequence, until).
+    let mut awaiting: Option<(u32, Instant)> = None;
+    loop {
+        link.publish(&snapshot);
+        if *stop.borrow() {
+            return Ok(());
+        }
+        if let Some((sequence, until)) = awaiting {
+            let now = Instant::now();
+            if now >= until {
+                awaiting = None;
+                link.give_up_exhausted();
+                continue;
+            }
+            tokio::select! {
+                heard = radio.receive(until - now) => match heard {
+                    Ok(Some(rx)) => {
+                        if let Ok(Frame::Ack(ack)) = frame::decode(&rx.bytes, &link.key)
+                            && ack.node == link.node
+                            && link.acknowledged(ack.sequence)
+                            && ack.sequence == sequence
+                        {
+                            awaiting = None;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        link.counters.radio_errors += 1;
+                        link.last_error = Some(format!("receive: {e}"));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                changed = alerts.changed() => {
+                    if changed.is_err() { return Ok(()); }
+                    let list = alerts.borrow_and_update().clone();
+                    link.update(&list);
+                }
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let wait = match link.try_send(&mut radio).await {
+            Ok(Some(pending)) => {
+                awaiting = Some(pending);
+                continue;
+            }
+            Ok(None) => continue,
+            Err(wait) => wait,
+        };
+        let heartbeat_at = link.heartbeat_due();
+        let sleep_for = match heartbeat_at {
+            Some(t) => wait.min(t.saturating_duration_since(Instant::now())),
+            None => wait,
+        }
+        .min(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(sleep_for) => {
+                if heartbeat_at.is_some_and(|t| Instant::now() >= t) {
+                    link.heartbeat();
+                }
+            }
+            changed = alerts.changed() => {
+                if changed.is_err() { return Ok(()); }
+                let list = alerts.borrow_and_update().clone();
+                link.update(&list);
+            }
+            _ = stop.changed() => {}
+        }
+    }
+}

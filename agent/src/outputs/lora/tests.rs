@@ -1,0 +1,299 @@
+//! The node's queueing decisions and the gateway's handling of frames.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use nodewatch_lora::airtime::time_on_air;
+use nodewatch_lora::frame::{self, AlertFrame, AlertState, Frame, Key, NodeId, Severity};
+use nodewatch_lora::radio::Received;
+use tokio::time::Instant;
+
+use super::gateway::Gateway;
+use super::node::{NodeLink, by_name};
+use super::{Keys, LoraConfig};
+use crate::alerts::FiringAlert;
+
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+fn key() -> Key {
+    Key::from_hex(KEY).expect("key")
+}
+
+fn keys() -> Keys {
+    Keys {
+        network: key(),
+        nodes: vec![(NodeId::from_name("pi-a"), "pi-a".into(), None)],
+    }
+}
+
+fn config() -> LoraConfig {
+    LoraConfig {
+        enabled: true,
+        network_key: Some(KEY.into()),
+        ..LoraConfig::default()
+    }
+}
+
+fn alert(name: &str, severity: crate::alerts::Severity, value: f64) -> FiringAlert {
+    FiringAlert {
+        alertname: name.into(),
+        severity,
+        labels: BTreeMap::new(),
+        value,
+        summary: String::new(),
+        description: String::new(),
+        active_since_unix: 0.0,
+    }
+}
+
+#[test]
+fn alerts_travel_by_name_at_their_highest_severity() {
+    use crate::alerts::Severity as S;
+    let m = by_name(&[
+        alert("DiskFull", S::Warning, 85.0),
+        alert("DiskFull", S::Critical, 95.0),
+        alert("MemoryLow", S::Warning, 5.0),
+    ]);
+    assert_eq!(m["DiskFull"], (Severity::Critical, 95.0));
+    assert_eq!(m["MemoryLow"], (Severity::Warning, 5.0));
+}
+
+#[test]
+fn changes_are_queued_and_an_unsent_flap_cancels_out() {
+    use crate::alerts::Severity as S;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut link = NodeLink::new(&config(), keys(), "pi-a", dir.path()).expect("link");
+    link.update(&[alert("UnderVoltage", S::Critical, 1.0)]);
+    assert_eq!(link.queued(), 1);
+    // Same state again: nothing new.
+    link.update(&[alert("UnderVoltage", S::Critical, 1.0)]);
+    assert_eq!(link.queued(), 1);
+    // Resolved before it could be sent: the gateway never heard of it.
+    link.update(&[]);
+    assert_eq!(link.queued(), 0);
+    link.update(&[alert("MemoryLow", S::Warning, 5.0)]);
+    link.heartbeat();
+    link.heartbeat();
+    assert_eq!(link.queued(), 2, "one heartbeat at most");
+}
+
+fn received(bytes: Vec<u8>) -> Received {
+    Received {
+        bytes,
+        rssi_dbm: Some(-97.0),
+        snr_db: Some(-3.5),
+    }
+}
+
+fn alert_frame(state: AlertState, sequence: u32, name: &str) -> AlertFrame {
+    AlertFrame {
+        state,
+        severity: Severity::Critical,
+        node: NodeId::from_name("pi-a"),
+        sequence,
+        value: 1.0,
+        node_time: 0,
+        alertname: name.into(),
+    }
+}
+
+fn encode(f: AlertFrame, key: &Key) -> Vec<u8> {
+    Frame::Alert(f).encode(key).expect("encode")
+}
+
+#[tokio::test(start_paused = true)]
+async fn gateway_acknowledges_forwards_and_rejects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let now = SystemTime::now();
+
+    let firing = encode(alert_frame(AlertState::Firing, 7, "UnderVoltage"), &key());
+    let handled = gw.handle(&received(firing.clone()), now, Instant::now());
+    assert_eq!(handled.rejected, None);
+    let ack = frame::decode(handled.ack.as_deref().expect("ack"), &key()).expect("decode ack");
+    assert_eq!(ack.sequence(), 7);
+    let post = handled
+        .posts
+        .iter()
+        .find(|p| p.labels["alertname"] == "UnderVoltage")
+        .expect("posted");
+    assert_eq!(post.labels["node"], "pi-a");
+    assert_eq!(post.labels["severity"], "critical");
+    assert_eq!(post.labels["source"], "lora");
+    assert_eq!(gw.active_alerts(), 1);
+
+    // The node resends (our ack was lost): acknowledged again, nothing forwarded.
+    let again = gw.handle(&received(firing), now, Instant::now());
+    assert!(again.ack.is_some());
+    assert!(again.posts.is_empty());
+
+    // A replay of an old frame, and a forgery, are dropped and counted.
+    for seq in 8..80 {
+        let hb = encode(alert_frame(AlertState::Heartbeat, seq, ""), &key());
+        gw.handle(&received(hb), now, Instant::now());
+    }
+    let old = encode(alert_frame(AlertState::Resolved, 3, "UnderVoltage"), &key());
+    assert_eq!(
+        gw.handle(&received(old), now, Instant::now()).rejected,
+        Some("replay")
+    );
+    let wrong = Key::from_hex(&"ee".repeat(32)).expect("key");
+    let forged = encode(
+        alert_frame(AlertState::Resolved, 100, "UnderVoltage"),
+        &wrong,
+    );
+    let handled = gw.handle(&received(forged), now, Instant::now());
+    assert_eq!(handled.rejected, Some("mac"));
+    assert!(handled.ack.is_none());
+    assert_eq!(handled.rejected, Some("mac"));
+    assert_eq!(
+        gw.handle(&received(vec![1, 2, 3]), now, Instant::now())
+            .rejected,
+        Some("truncated")
+    );
+    assert_eq!(
+        gw.handle(&received(vec![0; 60]), now, Instant::now())
+            .rejected,
+        Some("oversized")
+    );
+    assert_eq!(gw.active_alerts(), 1, "still firing");
+
+    // The node says resolved: posted with endsAt now, and gone.
+    let resolved = encode(
+        alert_frame(AlertState::Resolved, 101, "UnderVoltage"),
+        &key(),
+    );
+    let handled = gw.handle(&received(resolved), now, Instant::now());
+    assert_eq!(handled.posts.len(), 1);
+    assert_eq!(handled.posts[0].ends_at, super::alertmanager::rfc3339(now));
+    assert_eq!(gw.active_alerts(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_with_nothing_firing_and_silence_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let t0 = SystemTime::now();
+    gw.handle(
+        &received(encode(alert_frame(AlertState::Firing, 1, "A"), &key())),
+        t0,
+        Instant::now(),
+    );
+    gw.handle(
+        &received(encode(alert_frame(AlertState::Firing, 2, "B"), &key())),
+        t0,
+        Instant::now(),
+    );
+    assert_eq!(gw.active_alerts(), 2);
+    let mut hb = alert_frame(AlertState::Heartbeat, 3, "");
+    hb.value = 0.0;
+    let handled = gw.handle(&received(encode(hb, &key())), t0, Instant::now());
+    assert_eq!(handled.posts.len(), 2, "both resolved");
+    assert_eq!(gw.active_alerts(), 0);
+
+    gw.handle(
+        &received(encode(alert_frame(AlertState::Firing, 4, "A"), &key())),
+        t0,
+        Instant::now(),
+    );
+    // Re-posted while the node is heard from; ended once it is silent too long.
+    assert_eq!(gw.repost(t0 + Duration::from_secs(60)).len(), 1);
+    assert_eq!(gw.active_alerts(), 1);
+    let late = t0 + Duration::from_secs_f64(config().node_timeout_secs + 1.0);
+    let posts = gw.repost(late);
+    assert_eq!(posts.len(), 1);
+    assert_eq!(gw.active_alerts(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn replay_window_survives_a_gateway_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frame = encode(alert_frame(AlertState::Firing, 10, "A"), &key());
+    {
+        let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+        assert_eq!(
+            gw.handle(&received(frame.clone()), SystemTime::now(), Instant::now())
+                .rejected,
+            None
+        );
+        for seq in 11..90 {
+            let hb = encode(alert_frame(AlertState::Heartbeat, seq, ""), &key());
+            gw.handle(&received(hb), SystemTime::now(), Instant::now());
+        }
+    }
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    assert_eq!(
+        gw.handle(&received(frame), SystemTime::now(), Instant::now())
+            .rejected,
+        Some("replay")
+    );
+}
+
+/// The gateway's acknowledgements spend its own budget: at EU868's 1 % of an hour
+/// (36 s), as many 18-byte SF12 acknowledgements as fit, then none until the window
+/// slides.
+#[tokio::test(start_paused = true)]
+async fn acknowledgements_spend_the_gateways_own_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let ack_airtime = time_on_air(&config().radio.modulation, frame::ACK_LEN);
+    let fit = (Duration::from_secs(36).as_secs_f64() / ack_airtime.as_secs_f64()).floor() as u32;
+    let mut acked = 0;
+    for seq in 1..=fit + 5 {
+        let hb = encode(alert_frame(AlertState::Heartbeat, seq, ""), &key());
+        if gw
+            .handle(&received(hb), SystemTime::now(), Instant::now())
+            .ack
+            .is_some()
+        {
+            acked += 1;
+        }
+    }
+    assert_eq!(acked, fit, "ack airtime {ack_airtime:?}");
+    tokio::time::advance(Duration::from_secs(3601)).await;
+    let hb = encode(alert_frame(AlertState::Heartbeat, fit + 10, ""), &key());
+    assert!(
+        gw.handle(&received(hb), SystemTime::now(), Instant::now())
+            .ack
+            .is_some()
+    );
+}
+
+#[test]
+fn config_checks_name_what_is_wrong() {
+    let mut c = config();
+    c.network_key = Some("abcd".into());
+    assert!(
+        c.validate(&[])
+            .expect_err("short key")
+            .contains("lora.network_key")
+    );
+    let c = config();
+    let long = "A".repeat(26);
+    let e = c.validate(&[long]).expect_err("long name");
+    assert!(e.contains("cannot be sent over LoRa"), "{e}");
+    let mut c = config();
+    c.gateway = true;
+    c.alertmanager_urls = vec!["https://am:9093".into()];
+    assert!(
+        c.validate(&[])
+            .expect_err("https")
+            .contains("lora.alertmanager_urls")
+    );
+}
+
+#[test]
+fn a_key_file_readable_by_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("lora.key");
+    std::fs::write(&path, KEY).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let mut c = config();
+    c.network_key = None;
+    c.network_key_file = Some(path.clone());
+    let e = c.keys().expect_err("0644");
+    assert!(e.contains("chmod 600"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    assert!(c.keys().is_ok());
+}
