@@ -2,7 +2,7 @@
 # The one test command: installs what the suite needs on a fresh Debian machine, then
 # runs all of it — format, lints, unit tests, end-to-end tests with real components
 # (node_exporter, Prometheus, promtool), and the ARM cross build with the aarch64 unit
-# tests under qemu-user.
+# tests under qemu-user, and a bounded fuzzing run of the LoRa frame decoder.
 #
 #   bash tests/run.sh            # everything
 #   NODEWATCH_SKIP_CROSS=1 bash tests/run.sh   # skip the ARM part (local loops only)
@@ -21,7 +21,7 @@ log "system packages"
 # loopback port, started by the harness) and openssh-client serve the reward
 # exporter's CLI-over-SSH source.
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager openssh-server openssh-client
-  curl ca-certificates docker.io gcc libc6-dev)
+  curl ca-certificates docker.io gcc g++ libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -77,6 +77,10 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 log "cargo test (unit and end-to-end)"
 cargo test --locked --workspace --no-fail-fast
+
+log "fuzz the LoRa frame decoder (bounded, stable toolchain)"
+# cargo-fuzz is installed by the script when missing; libFuzzer is built with g++.
+bash lora/fuzz/run.sh "${NODEWATCH_FUZZ_SECS:-30}"
 
 if [ "${NODEWATCH_SKIP_CROSS:-0}" != 1 ]; then
   log "ARM cross build (aarch64, armv7)"

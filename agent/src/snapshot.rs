@@ -77,6 +77,8 @@ pub struct Snapshot {
     /// Firing local alerts, as the last evaluation left them; outputs (buzzer, LoRa)
     /// subscribe to changes.
     alerts: watch::Sender<Arc<Vec<crate::alerts::FiringAlert>>>,
+    /// Signalled after each collection, so alert rules are evaluated at once.
+    collected: tokio::sync::Notify,
     /// A test alert (`POST /api/test-alert`) and when it ends.
     test_alert: Mutex<Option<(crate::alerts::FiringAlert, Instant)>>,
     version: String,
@@ -125,6 +127,7 @@ impl Snapshot {
             outputs: crate::outputs::OutputRegistry::default(),
             alerts: watch::Sender::new(Arc::new(Vec::new())),
             test_alert: Mutex::new(None),
+            collected: tokio::sync::Notify::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -183,6 +186,7 @@ impl Snapshot {
             state.duration = Some(duration);
         }
         self.generation.fetch_add(1, Ordering::Release);
+        self.collected.notify_one();
         dropped
     }
 
@@ -197,6 +201,12 @@ impl Snapshot {
             state.duration = Some(duration);
         }
         self.generation.fetch_add(1, Ordering::Release);
+        self.collected.notify_one();
+    }
+
+    /// Completes after the next collection (or at once if one finished unseen).
+    pub async fn collected(&self) {
+        self.collected.notified().await;
     }
 
     /// The outputs' health and metrics.

@@ -1225,6 +1225,22 @@ mod tests {
     }
 
     #[test]
+    fn eth_loops_of_nodes_run_side_by_side() {
+        let state = Arc::new(Mutex::new(state_with_eth()));
+        lock(&state).config.eth_interval = Duration::from_millis(300);
+        let stop = RewardState::start_eth_loops(&state);
+        std::thread::sleep(Duration::from_millis(1600));
+        drop(stop);
+        let runs: Vec<u64> = lock(&state).eth.iter().map(|e| e.runs).collect();
+        // Each node's loop waits on its own: both ran about 1600 / 300 times.
+        assert!(runs[0] >= 4 && runs[1] >= 4, "{runs:?}");
+        assert_eq!(runs[2], 0, "no source, no loop");
+        std::thread::sleep(Duration::from_millis(400));
+        let after: Vec<u64> = lock(&state).eth.iter().map(|e| e.runs).collect();
+        assert!(after[0] <= runs[0] + 1, "stopped: {runs:?} then {after:?}");
+    }
+
+    #[test]
     fn runs_never_overlap() {
         let state = Mutex::new(state_with_eth());
         lock(&state).eth[0].in_flight = true;

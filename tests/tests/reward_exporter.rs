@@ -453,6 +453,44 @@ fn eth_from_the_cli_over_ssh() {
     ] {
         assert!(!text.contains(key), "the spend key is in the {what}");
     }
+
+    // SIGTERM with a run in flight: a prompt, clean exit, and the ssh run ends with it.
+    set_mode(node_dir, "pi1", "slow");
+    let mut exporter = exporter;
+    assert!(wait_until(Duration::from_secs(10), || children_named(
+        exporter.child.pid(),
+        "ssh"
+    ) == 1));
+    exporter
+        .child
+        .signal(nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = exporter.child.wait_timeout(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log:\n{}",
+        exporter.child.log()
+    );
+    let known_hosts = server.known_hosts.display().to_string();
+    assert!(
+        wait_until(Duration::from_secs(3), || !any_process_mentions(
+            &known_hosts
+        )),
+        "an ssh run outlived the exporter"
+    );
+}
+
+/// Whether a process's command line contains `text`.
+fn any_process_mentions(text: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(text)
+            })
+            .unwrap_or(false)
+    })
 }
 
 /// A node whose host key is not the one in known_hosts: ssh refuses (strict checking,

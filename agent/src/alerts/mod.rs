@@ -4,13 +4,16 @@
 //! - [`expr`]: the PromQL subset the rules are written in.
 //! - [`template`]: `{{ $labels.x }}` / `{{ $value }}` in summaries and descriptions.
 //! - [`export`]: the same rules as a Prometheus rule file (`rules export`).
-//! - [`buzzer`]: buzzer patterns, quiet hours, persisted acknowledgements (not wired in yet).
+//! - [`buzzer`]: buzzer patterns, quiet hours, persisted acknowledgements (driven by `outputs::buzzer`).
 //!
-//! Rules are evaluated every `alerts.evaluation_interval_secs` (default 1 s) on the
+//! Rules are evaluated after each collection (50 ms later, to take the collectors
+//! staggered after it in the same evaluation) and at least every
+//! `alerts.evaluation_interval_secs` (default 1 s, for `for` durations) on the
 //! latest families of every collector (a failing collector's last values included,
 //! as design §2 says), plus `node_scrape_collector_success{collector}` as `/metrics`
-//! shows it (without collectors that have no data on this machine). With
-//! collections every 2 s, each one is seen within a second.
+//! shows it (without collectors that have no data on this machine). A condition is
+//! thus seen within one collection interval of the collector that reads it (2 s for
+//! system collectors) plus about 50 ms.
 //! An alert is pending from the first evaluation its condition holds, firing once it
 //! has held for `for_secs` (at once when 0), and resolved when it no longer holds.
 //! Firing alerts are exported as `nodewatch_alert_firing{alertname,severity}` (one
@@ -557,15 +560,24 @@ pub fn evaluate_snapshot(
     }
     families.extend(&meta);
     let transitions = evaluator.evaluate(&families, now);
-    snapshot.set_alerts(with_test_alert(evaluator.firing(), snapshot.test_alert(now)));
+    snapshot.set_alerts(with_test_alert(
+        evaluator.firing(),
+        snapshot.test_alert(now),
+    ));
     snapshot
         .outputs()
         .set_metrics("alerts", &evaluator.metrics());
     transitions
 }
 
+/// How long the evaluator waits after a collection for the ones staggered after it.
+const COLLECTION_SETTLE: Duration = Duration::from_millis(50);
+
 /// The firing alerts with the test alert, if one is on, in its place by severity.
-pub fn with_test_alert(mut firing: Vec<FiringAlert>, test: Option<FiringAlert>) -> Vec<FiringAlert> {
+pub fn with_test_alert(
+    mut firing: Vec<FiringAlert>,
+    test: Option<FiringAlert>,
+) -> Vec<FiringAlert> {
     if let Some(t) = test {
         let at = firing
             .iter()
@@ -601,6 +613,10 @@ pub fn spawn(
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
+                _ = snapshot.collected() => {
+                    // Collectors run staggered by a few ms: take them in one evaluation.
+                    tokio::time::sleep(COLLECTION_SETTLE).await;
+                }
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

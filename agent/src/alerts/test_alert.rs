@@ -197,3 +197,103 @@ pub async fn request(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn snapshot() -> Arc<Snapshot> {
+        Arc::new(Snapshot::new(Vec::new()))
+    }
+
+    async fn post_from(router: Router, peer: &str, query: &str) -> (StatusCode, String) {
+        let mut request = Request::post(format!("/api/test-alert{query}"))
+            .body(Body::empty())
+            .expect("request");
+        let peer: SocketAddr = peer.parse().expect("addr");
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = router.oneshot(request).await.expect("response");
+        let status = response.status();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn only_loopback_clients_may_fire_a_test_alert() {
+        let snap = snapshot();
+        let (status, body) = post_from(
+            router(snap.clone(), "pi-a".into(), true),
+            "192.168.1.20:5000",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+        assert!(snap.alerts().is_empty());
+        for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            let (status, body) =
+                post_from(router(snap.clone(), "pi-a".into(), true), peer, "").await;
+            assert_eq!(status, StatusCode::OK, "{peer}: {body}");
+        }
+        let alerts = snap.alerts();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].alertname, TEST_ALERT_NAME);
+        assert_eq!(alerts[0].severity, Severity::Critical);
+        assert_eq!(alerts[0].labels["node"], "pi-a");
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_with_the_reason() {
+        let snap = snapshot();
+        let (status, body) = post_from(
+            router(snap.clone(), "pi-a".into(), true),
+            "127.0.0.1:1",
+            "?duration_secs=0",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("duration_secs"), "{body}");
+        let (status, _) = post_from(
+            router(snap.clone(), "pi-a".into(), true),
+            "127.0.0.1:1",
+            "?severity=loud",
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = post_from(
+            router(snap.clone(), "pi-a".into(), false),
+            "127.0.0.1:1",
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(body.contains("alerts.enabled"), "{body}");
+        assert!(snap.alerts().is_empty());
+    }
+
+    #[test]
+    fn the_test_alert_ends_and_takes_its_place_by_severity() {
+        let snap = snapshot();
+        let now = std::time::Instant::now();
+        snap.inject_test_alert(
+            test_alert(Severity::Warning, "n"),
+            now + Duration::from_secs(5),
+        );
+        assert!(snap.test_alert(now).is_some());
+        assert!(snap.test_alert(now + Duration::from_secs(6)).is_none());
+        let mut critical = test_alert(Severity::Critical, "n");
+        critical.alertname = "UnderVoltage".into();
+        let mut info = test_alert(Severity::Info, "n");
+        info.alertname = "Info".into();
+        let merged = super::super::with_test_alert(
+            vec![critical, info],
+            Some(test_alert(Severity::Warning, "n")),
+        );
+        let names: Vec<&str> = merged.iter().map(|a| a.alertname.as_str()).collect();
+        assert_eq!(names, ["UnderVoltage", TEST_ALERT_NAME, "Info"]);
+    }
+}

@@ -330,11 +330,25 @@ pub fn open_pin(name: &'static str, gpio: u8, active_high: bool) -> (EdgePin, Op
     }
 }
 
-/// The local time as a minute of the day (0..1440), for quiet hours: `jiff` reads
-/// the system's time zone (`TZ`, else `/etc/localtime`, zones from
-/// `/usr/share/zoneinfo`); UTC when it cannot.
+/// The local time as a minute of the day (0..1440), for quiet hours: the system's
+/// time zone (`TZ`, else `/etc/localtime`), through the same safe `localtime_r`
+/// wrapper as `node_time_zone_offset_seconds` (no time zone crate: jiff cost 243 KiB
+/// of binary); UTC when it fails.
 pub fn local_minute_of_day() -> u16 {
-    (std::time::SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) / 60 % 1440) as u16
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let offset = crate::collectors::time::local_zone(unix)
+        .map(|(_, offset)| offset)
+        .unwrap_or(0);
+    minute_of_day(unix, offset)
+}
+
+/// The minute of the day at `unix` seconds, `offset` seconds east of UTC.
+pub fn minute_of_day(unix: u64, offset: i64) -> u16 {
+    let local = i128::from(unix) + i128::from(offset);
+    (local.rem_euclid(86_400) / 60) as u16
 }
 
 /// The local time source: a function, so tests can set the clock.

@@ -617,6 +617,16 @@ fn simulated_pin_records_changes() {
 #[test]
 fn local_minute_of_day_is_a_minute_of_the_day() {
     assert!(local_minute_of_day() < 24 * 60);
+    // 2026-11-30 07:38:20 UTC.
+    let unix = 1_796_024_300;
+    assert_eq!(minute_of_day(unix, 0), 7 * 60 + 38);
+    assert_eq!(minute_of_day(unix, 3600), 8 * 60 + 38, "CET");
+    assert_eq!(
+        minute_of_day(unix, -8 * 3600),
+        23 * 60 + 38,
+        "PST: the day before"
+    );
+    assert_eq!(minute_of_day(0, -60), 23 * 60 + 59);
 }
 
 fn parse(text: &str) -> Config {
