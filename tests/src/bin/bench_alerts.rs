@@ -224,13 +224,12 @@ fn main() -> Result<()> {
     );
     println!("\n== Airtime and 1 % duty-cycle budget (EU868: 36 s per hour), 125 kHz, CR 4/5 ==");
     println!(
-        "{:<5} {:>14} {:>14} {:>14} {:>14}  {}",
+        "{:<5} {:>14} {:>14} {:>14} {:>14}  full frames/hour",
         "SF",
         "ack 18 B",
         "heartbeat 26 B",
         format!("alert {alert_len} B"),
         "full 51 B",
-        "full frames/hour"
     );
     for sf in 7..=12u8 {
         let m = Modulation {
