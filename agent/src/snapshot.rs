@@ -77,7 +77,8 @@ pub struct Snapshot {
     /// Firing local alerts, as the last evaluation left them; outputs (buzzer, LoRa)
     /// subscribe to changes.
     alerts: watch::Sender<Arc<Vec<crate::alerts::FiringAlert>>>,
-    /// Signalled after each collection, so alert rules are evaluated at once.
+    /// Signalled after each collection that changed something, so alert rules are
+    /// evaluated at once.
     collected: tokio::sync::Notify,
     /// A test alert (`POST /api/test-alert`) and when it ends.
     test_alert: Mutex<Option<(crate::alerts::FiringAlert, Instant)>>,
@@ -176,8 +177,12 @@ impl Snapshot {
         }
         let mut rendered = Vec::new();
         let _ = nodewatch_http::encode_families(&families, &mut rendered);
+        let changed;
         {
             let mut state = write(&slot.state);
+            // Unchanged samples need no new evaluation of the alert rules (the event-driven
+            // collectors publish every 250 ms, mostly the same).
+            changed = !state.ok || state.rendered.as_ref() != rendered.as_slice();
             state.ok = true;
             state.no_data = false;
             state.rendered = rendered.into();
@@ -186,14 +191,18 @@ impl Snapshot {
             state.duration = Some(duration);
         }
         self.generation.fetch_add(1, Ordering::Release);
-        self.collected.notify_one();
+        if changed {
+            self.collected.notify_one();
+        }
         dropped
     }
 
     /// Stores a failed run: its samples leave `/metrics`, its last values stay.
     pub fn store_failure(&self, index: usize, error: String, no_data: bool, duration: Duration) {
+        let changed;
         {
             let mut state = write(&self.slots[index].state);
+            changed = state.ok || state.no_data != no_data || state.duration.is_none();
             state.ok = false;
             state.no_data = no_data;
             state.rendered = Bytes::new();
@@ -201,7 +210,9 @@ impl Snapshot {
             state.duration = Some(duration);
         }
         self.generation.fetch_add(1, Ordering::Release);
-        self.collected.notify_one();
+        if changed {
+            self.collected.notify_one();
+        }
     }
 
     /// Completes after the next collection (or at once if one finished unseen).

@@ -610,9 +610,15 @@ pub fn spawn(
         let mut evaluator = Evaluator::new(rules);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = ticker.tick() => {
+                    // A collection has just been evaluated: the tick is only for `for`.
+                    if last.is_some_and(|t| t.elapsed() < period / 2) {
+                        continue;
+                    }
+                }
                 _ = snapshot.collected() => {
                     // Collectors run staggered by a few ms: take them in one evaluation.
                     tokio::time::sleep(COLLECTION_SETTLE).await;
@@ -622,6 +628,9 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
+            // Collections stored while we waited are in this evaluation.
+            let _ = futures_util::FutureExt::now_or_never(snapshot.collected());
+            last = Some(tokio::time::Instant::now());
             let now = tokio::time::Instant::now().into_std();
             for t in evaluate_snapshot(&mut evaluator, &snapshot, now) {
                 match t {
