@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use nodewatch_lora::frame::{AlertFrame, AlertState, Frame, Key, NodeId, Severity};
 use nodewatch_tests::alertmanager::{Alertmanager, WebhookSink};
-use nodewatch_tests::{Agent, agent_binary, fixture, get_text, wait_until};
+use nodewatch_tests::{Agent, agent_binary, fixture, get_text, promtool_check_metrics, wait_until};
 
 const NETWORK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -276,5 +276,23 @@ fn alert_travels_node_to_gateway_to_alertmanager_and_resolves() {
         .expect("test alert firing");
     sink.wait_for_alert("resolved", Duration::from_secs(30), is_test)
         .expect("test alert resolved");
-    let _ = get_text(&gateway.url("/api/health/detailed"));
+    let health: serde_json::Value =
+        serde_json::from_str(&get_text(&gateway.url("/api/health/detailed")).expect("health"))
+            .expect("json");
+    assert_eq!(health["outputs"]["lora"]["ok"], true, "{health}");
+
+    // The LoRa families pass promtool's lint on both sides.
+    for (side, agent) in [("node", &node.agent), ("gateway", &gateway)] {
+        let body = agent.metrics().expect("metrics");
+        assert!(body.contains("nodewatch_lora_"), "{side}: no LoRa families");
+        let (_, findings) = promtool_check_metrics(&body).expect("promtool");
+        let ours: Vec<&String> = findings
+            .iter()
+            .filter(|l| l.contains("nodewatch_lora"))
+            .collect();
+        assert!(
+            ours.is_empty(),
+            "{side}: promtool findings on LoRa families: {ours:?}"
+        );
+    }
 }
