@@ -71,6 +71,18 @@ fn priority(f: &AlertFrame) -> Priority {
     Priority::for_alert(f.state, f.severity)
 }
 
+/// Heartbeats are tried twice at most: the next one comes anyway, and out of the
+/// gateway's range every resend would only spend the budget alerts need.
+const HEARTBEAT_ATTEMPTS: u32 = 2;
+
+fn attempts_allowed(frame: &AlertFrame, max_attempts: u32) -> u32 {
+    if frame.state == AlertState::Heartbeat {
+        max_attempts.min(HEARTBEAT_ATTEMPTS)
+    } else {
+        max_attempts
+    }
+}
+
 /// A frame in the queue (its sequence is given at its first transmission).
 #[derive(Debug, Clone)]
 struct Outgoing {
@@ -321,11 +333,27 @@ impl NodeLink {
         done
     }
 
+    /// Sends the next frame if it may go now (tests drive the link step by step).
+    #[cfg(test)]
+    pub async fn send_next<R: Radio>(
+        &mut self,
+        radio: &mut R,
+    ) -> Result<Option<(u32, Instant)>, Duration> {
+        self.try_send(radio).await
+    }
+
+    /// Gives up frames whose last attempt went unacknowledged (tests).
+    #[cfg(test)]
+    pub fn expire_unacknowledged(&mut self) {
+        self.give_up_exhausted();
+    }
+
     /// Drops frames that used their last attempt.
     fn give_up_exhausted(&mut self) {
         let max = self.max_attempts;
         let before = self.queue.len();
-        self.queue.retain(|o| o.attempts < max);
+        self.queue
+            .retain(|o| o.attempts < attempts_allowed(&o.frame, max));
         let dropped = before - self.queue.len();
         if dropped > 0 {
             *self.counters.dropped.entry("unacknowledged").or_default() += dropped as u64;

@@ -297,3 +297,38 @@ fn a_key_file_readable_by_others_is_refused() {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert!(c.keys().is_ok());
 }
+
+/// Out of the gateway's range: an alert is sent `max_attempts` times, a heartbeat twice,
+/// then both are given up and counted.
+#[tokio::test(start_paused = true)]
+async fn unacknowledged_frames_are_given_up_after_their_attempts() {
+    use crate::alerts::Severity as S;
+    use nodewatch_lora::radio::udp::UdpAir;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut lora = config();
+    lora.max_attempts = 3;
+    lora.ack_timeout_secs = Some(1.0);
+    let mut link = NodeLink::new(&lora, keys(), "pi-a", dir.path()).expect("link");
+    // Nobody listens on the peer: every frame goes unacknowledged.
+    let mut radio = UdpAir::bind(
+        "127.0.0.1:0".parse().expect("addr"),
+        vec!["127.0.0.1:9".parse().expect("addr")],
+    )
+    .await
+    .expect("bind");
+    link.heartbeat();
+    link.update(&[alert("UnderVoltage", S::Critical, 1.0)]);
+    let mut sent = 0;
+    for _ in 0..20 {
+        match link.send_next(&mut radio).await {
+            Ok(Some(_)) => sent += 1,
+            Ok(None) => {}
+            Err(wait) if wait == Duration::MAX => break,
+            Err(wait) => tokio::time::advance(wait.min(Duration::from_secs(600))).await,
+        }
+        tokio::time::advance(Duration::from_secs(1)).await;
+        link.expire_unacknowledged();
+    }
+    assert_eq!(sent, 3 + 2, "three alert attempts, two heartbeat attempts");
+    assert_eq!(link.queued(), 0);
+}
