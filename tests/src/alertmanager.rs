@@ -1,7 +1,7 @@
 //! Debian's Alertmanager (`prometheus-alertmanager`) on a free loopback port, with
 //! gossip off, routing everything to a webhook sink the test owns.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::{Child, free_port, get_text, http, program, wait_until};
+use crate::{Child, free_port, get_text, http, program, read_http_request, wait_until};
 
 /// One notification the webhook sink received.
 #[derive(Debug, Clone)]
@@ -82,29 +82,7 @@ impl WebhookSink {
 
 fn serve_one(stream: TcpStream, sink: &Mutex<Vec<Notification>>) -> Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
-    loop {
-        let mut content_length = 0usize;
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                content_length = value.trim().parse()?;
-            }
-        }
-        let mut body = vec![0; content_length];
-        reader.read_exact(&mut body)?;
+    while let Some(body) = read_http_request(&mut reader)? {
         let at = Instant::now();
         if let Ok(body) = serde_json::from_slice(&body) {
             sink.lock().unwrap().push(Notification { at, body });
@@ -113,6 +91,7 @@ fn serve_one(stream: TcpStream, sink: &Mutex<Vec<Notification>>) -> Result<()> {
         out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
         out.flush()?;
     }
+    Ok(())
 }
 
 /// A running Alertmanager.

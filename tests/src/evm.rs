@@ -3,7 +3,7 @@
 //! the repo's own contracts (compiled artifacts in `tests/evm/artifacts/`), a counting
 //! and fault-injecting JSON-RPC proxy, and the wallet exporter binary.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::{Child, free_port, get_text, http, wait_until, workspace_root};
+use crate::{Child, free_port, get_text, http, read_http_request, wait_until, workspace_root};
 
 /// Scroll mainnet's chain id, which anvil is started with.
 pub const SCROLL_CHAIN_ID: u64 = 534_352;
@@ -371,24 +371,9 @@ fn serve_one(
 ) -> Result<()> {
     stream.set_nonblocking(false)?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut content_length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            content_length = value.trim().parse()?;
-        }
-    }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body)?;
+    let Some(body) = read_http_request(&mut reader)? else {
+        return Ok(());
+    };
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fault_now = *fault.lock().unwrap();
     seen.lock().unwrap().push(SeenRequest {

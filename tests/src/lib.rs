@@ -190,6 +190,35 @@ impl Agent {
     }
 }
 
+/// Reads one HTTP/1.1 request (request line, headers, a `Content-Length` body) for the
+/// harness's small stand-in servers (the RPC proxy, the webhook sink); `None` when the
+/// client closed the connection first.
+pub fn read_http_request(reader: &mut impl std::io::BufRead) -> Result<Option<Vec<u8>>> {
+    let mut content_length = 0usize;
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(None);
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            content_length = value.trim().parse()?;
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
 /// An HTTP agent that never retries and never reads proxies from the environment.
 pub fn http() -> ureq::Agent {
     ureq::Agent::config_builder()
