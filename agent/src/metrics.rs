@@ -6,6 +6,7 @@
 //! the output is stable and diffable.
 
 use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType, Untyped};
 
@@ -115,6 +116,19 @@ pub fn sort_families(families: &mut [MetricFamily]) {
 pub use nodewatch_http::metric_with_labels;
 
 pub use nodewatch_http::exposition::simple_value as sample_value;
+
+/// Unix seconds of `t` (0 before the epoch), as timestamp gauges and the health
+/// endpoint give times.
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> f64 {
+    unix_seconds(SystemTime::now())
+}
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use nodewatch_http::{ComponentHealth, DetailedHealth, Exposition, HealthStatus, MetricsSource};
@@ -304,12 +304,6 @@ impl Snapshot {
     }
 }
 
-fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 impl MetricsSource for Snapshot {
     fn exposition(&self) -> Arc<Exposition> {
         // Both counters only grow, so their sum changes whenever either does.
@@ -347,7 +341,7 @@ impl MetricsSource for Snapshot {
                 slot.spec.name.to_string(),
                 ComponentHealth {
                     ok: state.ok || state.no_data,
-                    last_success_unix: state.last_success.map(unix_seconds),
+                    last_success_unix: state.last_success.map(crate::metrics::unix_seconds),
                     last_error: state.last_error.clone(),
                     duration_seconds: state.duration.map(|d| d.as_secs_f64()),
                 },

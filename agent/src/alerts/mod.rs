@@ -28,7 +28,7 @@ pub mod test_alert;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::proto::MetricFamily;
 use serde::{Deserialize, Serialize};
@@ -456,10 +456,7 @@ impl Evaluator {
                             value: 0.0,
                             summary: String::new(),
                             description: String::new(),
-                            active_since_unix: since_wall
-                                .duration_since(UNIX_EPOCH)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0),
+                            active_since_unix: crate::metrics::unix_seconds(since_wall),
                         },
                     }
                 });

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
@@ -69,10 +69,7 @@ pub fn test_alert(severity: Severity, node: &str) -> FiringAlert {
         value: 1.0,
         summary: format!("Test alert from {node}"),
         description: "Sent by `nodewatch-agent test-alert` to check alert delivery.".into(),
-        active_since_unix: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0),
+        active_since_unix: crate::metrics::unix_now(),
     }
 }
 

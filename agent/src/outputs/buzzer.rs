@@ -623,10 +623,7 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
         let result = if on { pin.set_high() } else { pin.set_low() };
         match result {
             Ok(()) if on => {
-                self.last_on_unix = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
+                self.last_on_unix = crate::metrics::unix_now();
                 self.dirty = true;
             }
             Ok(()) => {}

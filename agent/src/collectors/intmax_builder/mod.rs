@@ -22,7 +22,7 @@ pub mod health;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use regex_lite::Regex;
 
@@ -221,7 +221,7 @@ impl Collector for BuilderCollector {
             health,
             data_dir_configured: self.data_dir.is_some(),
             data_dir,
-            now: unix_now(),
+            now: crate::metrics::unix_now(),
         };
         self.watch
             .with_view(|view| render(view, &self.container, &inputs, out));
@@ -375,13 +375,6 @@ pub fn render(view: &DockerView, pattern: &Regex, inputs: &Inputs<'_>, out: &mut
         &node,
         inputs.now,
     );
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
 }
 
 /// Whether process `pid` under `procfs` matches `pattern` by `comm` or argv\[0\]'s

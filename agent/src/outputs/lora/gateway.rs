@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
 use nodewatch_lora::duty::DutyCycle;
@@ -214,7 +214,7 @@ impl Gateway {
                 );
                 // Alerts still active get their endsAt moved on.
                 if alert.state != AlertState::Resolved {
-                    handled.posts.extend(self.node_posts(node, now));
+                    handled.posts.extend(self.node_posts(node));
                 }
             }
         }
@@ -297,7 +297,7 @@ impl Gateway {
             .unwrap_or_else(SystemTime::now)
     }
 
-    fn node_posts(&self, node: NodeId, _now: SystemTime) -> Vec<PostableAlert> {
+    fn node_posts(&self, node: NodeId) -> Vec<PostableAlert> {
         let ends_at = self.ends_at(node);
         self.active
             .iter()
@@ -350,10 +350,7 @@ impl Gateway {
                 "nodewatch_lora_last_seen_timestamp_seconds",
                 "When a node was last heard (unix seconds, the gateway's clock).",
                 &node,
-                s.last_seen
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
+                crate::metrics::unix_seconds(s.last_seen),
             );
             if let Some(rssi) = s.rssi_dbm {
                 sink.gauge(

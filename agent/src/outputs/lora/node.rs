@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
 use nodewatch_lora::duty::DutyCycle;
@@ -60,11 +60,9 @@ pub fn by_name(alerts: &[FiringAlert]) -> BTreeMap<String, (Severity, f32)> {
     out
 }
 
-fn unix_now() -> u32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
-        .unwrap_or(0)
+/// The frame's node time: unix seconds (saturating to the field's 32 bits).
+fn node_time() -> u32 {
+    crate::metrics::unix_now() as u32
 }
 
 fn priority(f: &AlertFrame) -> Priority {
@@ -272,7 +270,7 @@ impl NodeLink {
                 }
             };
             out.frame.sequence = sequence;
-            out.frame.node_time = unix_now();
+            out.frame.node_time = node_time();
             match Frame::Alert(out.frame.clone()).encode(&self.key) {
                 Ok(bytes) => out.encoded = Some(bytes),
                 Err(e) => {
@@ -323,12 +321,7 @@ impl NodeLink {
         let done = self.queue.len() < before;
         if done {
             self.counters.acknowledged += 1;
-            self.counters.last_ack_unix = Some(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0),
-            );
+            self.counters.last_ack_unix = Some(crate::metrics::unix_now());
         }
         done
     }
