@@ -6,11 +6,19 @@
 #
 #   bash tests/run.sh            # everything
 #   NODEWATCH_SKIP_CROSS=1 bash tests/run.sh   # skip the ARM part (local loops only)
+#   NODEWATCH_SKIP_IMAGE=1 bash tests/run.sh   # skip the packages and the Pi image
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
-log() { printf '\n=== %s (%s)\n' "$*" "$(date +%H:%M:%S)"; }
+# Each step's heading says when it started and how long the previous one took, so the
+# CI time budget can be watched.
+step_started=$SECONDS
+log() {
+  local took=$((SECONDS - step_started))
+  step_started=$SECONDS
+  printf '\n=== %s (%s; previous step %dm %02ds)\n' "$*" "$(date +%H:%M:%S)" $((took / 60)) $((took % 60))
+}
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -89,4 +97,15 @@ if [ "${NODEWATCH_SKIP_CROSS:-0}" != 1 ]; then
   bash cross/test-aarch64.sh
 fi
 
-log "all tests passed"
+if [ "${NODEWATCH_SKIP_IMAGE:-0}" != 1 ]; then
+  # The five .deb packages and the flashable Pi image (its base rootfs is cached under
+  # /var/cache/nodewatch, keyed on its inputs: 15-25 min when it must be built).
+  log "packages and Pi image (image/build.sh)"
+  bash image/build.sh
+  log "package checks: lintian, units, install/upgrade/purge (image/test-debs.sh)"
+  bash image/test-debs.sh
+  log "boot test of the image under qemu-system-aarch64 (image/boot-test.sh)"
+  bash image/boot-test.sh target/image/nodewatch-pi-arm64.img.zst
+fi
+
+log "all tests passed (total $((SECONDS / 60)) min $((SECONDS % 60)) s)"
