@@ -9,6 +9,7 @@
 //! - [`reward`]: the reward exporter: on-chain sITX (claimable per period), ETH from
 //!   the INTMAX CLI ([`cli`], locally or over SSH), optional auto-claim ([`claim`]).
 //! - [`server`]: the HTTP side through `nodewatch-http` and the refresh loop.
+//! - [`telemetry`]: refresh durations and per-endpoint probes (height, lag, errors).
 
 pub mod batch;
 pub mod claim;
@@ -18,6 +19,7 @@ pub mod multicall;
 pub mod reward;
 pub mod rpc;
 pub mod server;
+pub mod telemetry;
 pub mod wallet;
 
 /// Now, in unix seconds (0 if the clock is before 1970).

@@ -169,6 +169,16 @@ impl RpcClient {
             .map_err(|_| RpcError::Malformed(format!("eth_chainId result {text:?}")))
     }
 
+    /// `eth_blockNumber`.
+    pub fn block_number(&self, url: &str) -> Result<u64, RpcError> {
+        let result = self.call(url, "eth_blockNumber", json!([]))?;
+        let text = result
+            .as_str()
+            .ok_or_else(|| RpcError::Malformed(format!("eth_blockNumber result {result}")))?;
+        u64::from_str_radix(text.trim_start_matches("0x"), 16)
+            .map_err(|_| RpcError::Malformed(format!("eth_blockNumber result {text:?}")))
+    }
+
     /// `eth_call` at `latest`; returns the return data.
     pub fn eth_call(&self, url: &str, to: &str, data: &[u8]) -> Result<Vec<u8>, RpcError> {
         let result = self.call(

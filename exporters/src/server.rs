@@ -10,12 +10,15 @@ use tokio::net::TcpListener;
 
 use crate::reward::RewardState;
 use crate::rpc::RpcClient;
+use crate::telemetry::{self, Telemetry};
 use crate::wallet::{RefreshOutcome, WalletState};
 
 /// What the HTTP side and the refresh loop need from an exporter's state.
 pub trait Exporter: Send + 'static {
     /// (interval, first retry, request timeout).
     fn timing(&self) -> (Duration, Duration, Duration);
+    /// The JSON-RPC endpoints, in order (probed for their block height).
+    fn rpc_urls(&self) -> Vec<String>;
     /// One refresh; blocking, run on the blocking pool.
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome
     where
@@ -41,6 +44,9 @@ impl Exporter for WalletState {
         let c = self.config();
         (c.interval, c.retry, c.request_timeout)
     }
+    fn rpc_urls(&self) -> Vec<String> {
+        self.config().rpc_urls.clone()
+    }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         WalletState::refresh(state, client)
     }
@@ -56,6 +62,9 @@ impl Exporter for RewardState {
     fn timing(&self) -> (Duration, Duration, Duration) {
         let c = self.config();
         (c.interval, c.retry, c.request_timeout)
+    }
+    fn rpc_urls(&self) -> Vec<String> {
+        self.config().rpc_urls.clone()
     }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         RewardState::refresh(state, client)
@@ -84,11 +93,14 @@ fn lock<E>(state: &Mutex<E>) -> std::sync::MutexGuard<'_, E> {
 pub struct Source<E> {
     /// The shared state.
     pub state: Arc<Mutex<E>>,
+    /// Refresh durations and endpoint probes.
+    pub telemetry: Arc<Mutex<Telemetry>>,
 }
 
 impl<E: Exporter> MetricsSource for Source<E> {
     fn exposition(&self) -> Arc<Exposition> {
-        let families = lock(&self.state).families();
+        let mut families = lock(&self.state).families();
+        families.extend(telemetry::lock(&self.telemetry).families());
         let mut body = Vec::with_capacity(4096);
         if let Err(e) = nodewatch_http::encode_families(&families, &mut body) {
             tracing::error!(error = %e, "cannot encode metrics");
@@ -104,16 +116,26 @@ impl<E: Exporter> MetricsSource for Source<E> {
 /// Refreshes until `stop` fires: every interval after a success; after a failure,
 /// after the first retry delay doubling up to the interval, and never before a 429's
 /// `Retry-After`.
+///
+/// After each refresh, every endpoint is probed for its block height.
 pub async fn refresh_loop<E: Exporter>(
     state: Arc<Mutex<E>>,
+    telemetry: Arc<Mutex<Telemetry>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let (interval, retry, timeout) = lock(&state).timing();
     let client = RpcClient::new(timeout);
     let mut backoff = retry;
     loop {
-        let (s, c) = (state.clone(), client.clone());
-        let outcome = tokio::task::spawn_blocking(move || E::refresh(&s, &c)).await;
+        let (s, c, t) = (state.clone(), client.clone(), telemetry.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let outcome = E::refresh(&s, &c);
+            telemetry::lock(&t).observe_refresh(started.elapsed().as_secs_f64(), outcome.ok);
+            Telemetry::probe(&t, &c);
+            outcome
+        })
+        .await;
         let delay = match outcome {
             Ok(o) if o.ok => {
                 backoff = retry;
@@ -149,11 +171,13 @@ pub async fn run<E: Exporter>(
         title: title.into(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let refresher = tokio::spawn(refresh_loop(state.clone(), stop_rx));
+    let telemetry = Arc::new(Mutex::new(Telemetry::new(&lock(&state).rpc_urls())));
+    let refresher = tokio::spawn(refresh_loop(state.clone(), telemetry.clone(), stop_rx));
     let background = E::start_background(&state);
     let router = nodewatch_http::router(
         Arc::new(Source {
             state: state.clone(),
+            telemetry,
         }),
         &options,
     );

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use flate2::{Compression, write::GzEncoder};
+use flate2::{Compression, write::DeflateEncoder};
 use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 
 /// The content type of the text format 0.0.4, as node_exporter sends it.
@@ -205,19 +205,32 @@ fn escape_into(text: &str, quote: bool, out: &mut Vec<u8>) {
     }
 }
 
-/// One rendered body and, made on first demand, its gzip form.
+/// One rendered body and, made on first demand, its compressed form.
 #[derive(Debug, Default)]
 pub struct Exposition {
     text: Bytes,
-    gzip: OnceLock<Bytes>,
+    deflated: OnceLock<Deflated>,
 }
+
+/// The body as a deflate stream left open (sync-flushed, no final block), so a scrape
+/// can close it with a short tail without compressing the body again.
+#[derive(Debug)]
+struct Deflated {
+    /// The gzip header and the open deflate stream.
+    head: Bytes,
+    /// CRC-32 of the body so far.
+    crc: crc32fast::Hasher,
+}
+
+/// Gzip header: magic, deflate, no flags, no mtime, no extra flags, OS "Unix".
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
 
 impl Exposition {
     /// Wraps an already rendered text body.
     pub fn new(text: impl Into<Bytes>) -> Self {
         Self {
             text: text.into(),
-            gzip: OnceLock::new(),
+            deflated: OnceLock::new(),
         }
     }
 
@@ -226,18 +239,53 @@ impl Exposition {
         self.text.clone()
     }
 
-    /// The gzip body, compressed at most once per exposition.
+    /// The gzip body.
     pub fn gzip(&self) -> Bytes {
-        self.gzip
-            .get_or_init(|| {
-                // Level 1: the body is small and repetitive; speed matters more than bytes.
-                let mut encoder =
-                    GzEncoder::new(Vec::with_capacity(self.text.len() / 4), Compression::fast());
-                // Writing into a Vec cannot fail.
-                let _ = encoder.write_all(&self.text);
-                Bytes::from(encoder.finish().unwrap_or_default())
-            })
-            .clone()
+        self.gzip_with(b"")
+    }
+
+    /// The body followed by `tail` (the request metrics), gzipped as one member. The
+    /// body is compressed at most once per exposition; the tail goes in stored blocks.
+    pub fn gzip_with(&self, tail: &[u8]) -> Bytes {
+        let deflated = self.deflated.get_or_init(|| {
+            // Level 1: the body is small and repetitive; speed matters more than bytes.
+            let mut encoder = DeflateEncoder::new(
+                Vec::with_capacity(self.text.len() / 4 + GZIP_HEADER.len()),
+                Compression::fast(),
+            );
+            // Writing into a Vec cannot fail; flush() is a sync flush: byte-aligned,
+            // stream still open.
+            let _ = encoder.get_mut().write_all(&GZIP_HEADER);
+            let _ = encoder.write_all(&self.text);
+            let _ = encoder.flush();
+            let head = Bytes::from(std::mem::take(encoder.get_mut()));
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&self.text);
+            Deflated { head, crc }
+        });
+        let mut out = Vec::with_capacity(deflated.head.len() + tail.len() + 16);
+        out.extend_from_slice(&deflated.head);
+        // Stored blocks hold at most 65535 bytes each; the last one is final (even empty).
+        let mut chunks = tail.chunks(usize::from(u16::MAX)).peekable();
+        loop {
+            let chunk = chunks.next().unwrap_or(&[]);
+            let last = chunks.peek().is_none();
+            let len = chunk.len() as u16; // at most u16::MAX by construction
+            out.push(u8::from(last));
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&(!len).to_le_bytes());
+            out.extend_from_slice(chunk);
+            if last {
+                break;
+            }
+        }
+        let mut crc = deflated.crc.clone();
+        crc.update(tail);
+        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        // ISIZE is the length modulo 2^32.
+        let size = (self.text.len() + tail.len()) as u32;
+        out.extend_from_slice(&size.to_le_bytes());
+        Bytes::from(out)
     }
 }
 
@@ -307,5 +355,25 @@ mod tests {
             .read_to_string(&mut decoded)
             .expect("gunzip");
         assert_eq!(decoded, "x 1\n".repeat(100));
+    }
+
+    /// The cached body plus any tail is one valid gzip member (CRC and size checked by
+    /// the decoder), also for a tail longer than a stored block and for an empty body.
+    #[test]
+    fn gzip_with_tail_round_trips() {
+        for (body, tail) in [
+            ("x 1\n".repeat(1000), "y 2\n".to_string()),
+            ("x 1\n".repeat(10), "z 3\n".repeat(40_000)),
+            (String::new(), String::new()),
+        ] {
+            let exposition = Exposition::new(body.clone());
+            for _ in 0..2 {
+                let mut decoded = String::new();
+                flate2::read::GzDecoder::new(&exposition.gzip_with(tail.as_bytes())[..])
+                    .read_to_string(&mut decoded)
+                    .expect("gunzip");
+                assert_eq!(decoded, format!("{body}{tail}"));
+            }
+        }
     }
 }

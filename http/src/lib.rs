@@ -4,6 +4,7 @@
 //! - [`exposition`]: Prometheus text rendering with the `prometheus` crate, cached per
 //!   snapshot together with its gzip form, so a scrape only copies bytes.
 //! - [`health`]: the JSON bodies of `/api/health` and `/api/health/detailed`.
+//! - [`requests`]: request counts and durations by route (`nodewatch_http_*`).
 //! - [`server`]: the axum router (`/metrics`, health, landing page), the
 //!   `--web.max-requests` limit and graceful shutdown.
 //!
@@ -11,10 +12,12 @@
 
 pub mod exposition;
 pub mod health;
+pub mod requests;
 pub mod server;
 
 pub use exposition::{Exposition, encode_families, metric_with_labels};
 pub use health::{ComponentHealth, DetailedHealth, HealthStatus, OutputHealth};
+pub use requests::RequestMetrics;
 pub use server::{MetricsSource, ServeOptions, bind, router, serve, shutdown_signal};
 
 /// Errors of this crate.

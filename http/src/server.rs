@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -17,6 +17,7 @@ use tokio::sync::Semaphore;
 
 use crate::exposition::{Exposition, TEXT_CONTENT_TYPE};
 use crate::health::{DetailedHealth, HealthStatus};
+use crate::requests::{RequestMetrics, UNMATCHED};
 
 /// What a binary serves: its latest rendered metrics and its health.
 pub trait MetricsSource: Send + Sync + 'static {
@@ -104,10 +105,17 @@ async fn metrics<S: MetricsSource>(
     headers: HeaderMap,
 ) -> Response {
     let exposition = state.source.exposition();
+    // The request metrics change with every request: rendered now, after the cached body.
+    let mut tail = Vec::new();
+    RequestMetrics::global().render(&mut tail);
     let (body, gzip) = if accepts_gzip(&headers) {
-        (exposition.gzip(), true)
+        (exposition.gzip_with(&tail), true)
     } else {
-        (exposition.text(), false)
+        let text = exposition.text();
+        let mut body = Vec::with_capacity(text.len() + tail.len());
+        body.extend_from_slice(&text);
+        body.extend_from_slice(&tail);
+        (bytes::Bytes::from(body), false)
     };
     let mut response = Response::new(Body::from(body));
     let h = response.headers_mut();
@@ -197,12 +205,27 @@ pub async fn serve(
     } else {
         router
     };
+    // Outermost, so the limit's 503s are counted too.
+    let router = router.layer(middleware::from_fn(record_request));
     // The peer's address is available to handlers (the agent's loopback-only endpoints).
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// Counts a request and its duration under its route pattern.
+async fn record_request(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let response = next.run(request).await;
+    RequestMetrics::global().observe(
+        route.as_ref().map_or(UNMATCHED, |r| r.as_str()),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Completes on SIGTERM or SIGINT.
@@ -304,6 +327,17 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         release.notify_waiters();
         assert_eq!(again.await.expect("join"), "HTTP/1.1 200 OK");
+        // Every answer is counted under its route, the limit's 503 included.
+        let mut text = Vec::new();
+        RequestMetrics::global().render(&mut text);
+        let text = String::from_utf8(text).expect("utf8");
+        for line in [
+            "nodewatch_http_requests_total{code=\"200\",handler=\"/slow\"} 3",
+            "nodewatch_http_requests_total{code=\"503\",handler=\"/slow\"} 1",
+            "nodewatch_http_request_duration_seconds_count{handler=\"/slow\"} 4",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
         let _ = stop.send(());
         server.await.expect("join").expect("serve");
     }

@@ -338,8 +338,20 @@ impl Gateway {
     /// The `nodewatch_lora_*` families of a gateway.
     pub fn metrics(&mut self, posts: &PostCounters) -> Vec<prometheus::proto::MetricFamily> {
         let mut sink = MetricSink::new();
+        let now = SystemTime::now();
         for s in self.nodes.values() {
             let node = [("node", s.name.as_str())];
+            // The central LoraNodeSilent alert follows the gateway's own timeout.
+            sink.gauge(
+                "nodewatch_lora_node_silent",
+                "1 if a node has not been heard for node_timeout_secs.",
+                &node,
+                if s.last_seen + self.node_timeout <= now {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
             sink.counter(
                 "nodewatch_lora_received_total",
                 "Verified LoRa frames received from a node (duplicates not counted).",
