@@ -1,7 +1,13 @@
 //! The running agent: collectors in the background, the HTTP server in front, and an
 //! orderly shutdown on SIGTERM/SIGINT (in-flight scrapes finish, then exit 0).
+//!
+//! Under systemd (`Type=notify`) it sends `READY=1` once the first scrape is complete
+//! (every collector has reported once, or its timeout passed), pings the watchdog from
+//! the serving runtime, and sends `STOPPING=1` when shutdown starts.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,18 +52,111 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Arc<Snapshot>, Vec<Scheduled>
     Ok((Arc::new(Snapshot::new(slots)), scheduled))
 }
 
-/// Binds the configured listen address, with a hint when the port is taken.
-pub async fn bind(config: &Config) -> anyhow::Result<TcpListener> {
-    let address = &config.web.listen_address;
-    nodewatch_http::bind(address).await.map_err(|e| {
-        let hint = match &e {
-            nodewatch_http::Error::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
+/// The listen address could not be bound.
+#[derive(Debug)]
+pub struct BindError(nodewatch_http::Error);
+
+impl BindError {
+    /// The exit status systemd units act on (98: the port is taken; 78: a malformed
+    /// address; see `nodewatch_http::systemd`).
+    pub fn exit_code(&self) -> u8 {
+        nodewatch_http::systemd::bind_exit_code(&self.0)
+    }
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        if self.exit_code() == nodewatch_http::systemd::EXIT_ADDRESS_IN_USE {
+            write!(
+                f,
                 " (is node_exporter or another agent still running? Stop it, or pass --web.listen-address)"
-            }
-            _ => "",
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BindError {}
+
+/// Binds the configured listen address, with a hint when the port is taken.
+pub async fn bind(config: &Config) -> Result<TcpListener, BindError> {
+    nodewatch_http::bind(&config.web.listen_address)
+        .await
+        .map_err(BindError)
+}
+
+/// The file in `state_dir` where the Pi image's first-boot import leaves
+/// `check-config`'s message when it refused the boot partition's `agent.toml`.
+pub const CONFIG_IMPORT_ERROR_FILE: &str = "config-import-error";
+/// Most of that file shown (a message is a few lines).
+const CONFIG_IMPORT_ERROR_MAX: u64 = 4096;
+
+/// The refused first-boot import's message, if the file is there. A file that cannot
+/// be read still means the import failed, and says why it cannot be shown.
+pub fn read_config_import_error(state_dir: &Path) -> Option<String> {
+    use std::io::Read;
+    let path = state_dir.join(CONFIG_IMPORT_ERROR_FILE);
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&path)
+        .and_then(|file| file.take(CONFIG_IMPORT_ERROR_MAX).read_to_end(&mut bytes));
+    // Cut at the cap, a message may end mid-character.
+    let text = String::from_utf8_lossy(&bytes);
+    match read {
+        Ok(_) if text.trim().is_empty() => Some(format!(
+            "the first-boot import refused the configuration ({} is empty)",
+            path.display()
+        )),
+        Ok(_) => Some(text.trim_end().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!(
+            "the first-boot import left {} but it cannot be read: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// Publishes the first-boot import's outcome: health (`config_import`, degraded while
+/// it failed), `nodewatch_config_import_error`, and a warning in the log.
+fn report_config_import(config: &Config, snapshot: &Snapshot) {
+    let error = read_config_import_error(&config.state_dir);
+    if let Some(text) = &error {
+        tracing::warn!(
+            error = text.as_str(),
+            "The configuration from the boot partition was refused at first boot; running the shipped configuration."
+        );
+        snapshot.set_config_import_error(text.clone());
+    }
+    let mut sink = crate::metrics::MetricSink::new();
+    sink.gauge(
+        "nodewatch_config_import_error",
+        "1 if the first-boot import refused the configuration on the boot partition (see /api/health/detailed).",
+        &[],
+        if error.is_some() { 1.0 } else { 0.0 },
+    );
+    // The outputs' registry is the snapshot's place for families no collector writes.
+    snapshot
+        .outputs()
+        .set_metrics("config_import", &sink.into_families());
+}
+
+/// Sends `READY=1` once every collector has reported once (the first scrape is then
+/// complete), or after `bound` (a collector's timeout) at the latest.
+async fn notify_ready_after_first_collection(
+    snapshot: Arc<Snapshot>,
+    bound: Duration,
+    address: SocketAddr,
+) {
+    let deadline = tokio::time::Instant::now() + bound;
+    while tokio::time::Instant::now() < deadline
+        && !snapshot
+            .slots()
+            .iter()
+            .all(|slot| slot.state().duration.is_some())
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));
 }
 
 /// Runs until `shutdown` completes: collectors, then the server; returns after the
@@ -68,6 +167,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (snapshot, scheduled) = prepare(&config)?;
+    report_config_import(&config, &snapshot);
+    // The first runs start a few ms apart and each ends by its timeout.
+    let first_collection_bound = scheduled
+        .iter()
+        .map(|s| s.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
     let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
@@ -109,7 +216,15 @@ pub async fn run(
     }
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, telemetry_path = options.telemetry_path.as_str(), "Listening.");
+    let watchdog = nodewatch_http::systemd::start_watchdog();
+    let ready = tokio::spawn(notify_ready_after_first_collection(
+        snapshot.clone(),
+        first_collection_bound,
+        local,
+    ));
+    let shutdown = nodewatch_http::systemd::stopping_after(shutdown);
     let served = nodewatch_http::serve(listener, router, &options, shutdown).await;
+    ready.abort();
     let _ = stop_tx.send(true);
     // The display blanks the panel before it ends.
     if let Some(task) = display_task {
@@ -131,6 +246,7 @@ pub async fn run(
         while collectors.join_next().await.is_some() {}
     })
     .await;
+    drop(watchdog);
     served.context("HTTP server")?;
     tracing::info!("Stopped.");
     Ok(())
@@ -138,3 +254,27 @@ pub async fn run(
 
 /// Completes on SIGTERM or SIGINT (shared with the exporters).
 pub use nodewatch_http::shutdown_signal;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_import_error_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read_config_import_error(dir.path()), None);
+        let path = dir.path().join(CONFIG_IMPORT_ERROR_FILE);
+        std::fs::write(&path, "agent.toml:3:1: unknown field `max_request`\n\n").expect("write");
+        assert_eq!(
+            read_config_import_error(dir.path()).as_deref(),
+            Some("agent.toml:3:1: unknown field `max_request`")
+        );
+        std::fs::write(&path, "").expect("write");
+        let empty = read_config_import_error(dir.path()).expect("an empty file is a failure");
+        assert!(empty.contains("is empty"), "{empty}");
+        // Much more than a message: only the start is kept.
+        std::fs::write(&path, "x".repeat(100_000)).expect("write");
+        let long = read_config_import_error(dir.path()).expect("error");
+        assert_eq!(long.len(), CONFIG_IMPORT_ERROR_MAX as usize);
+    }
+}

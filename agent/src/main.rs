@@ -1,4 +1,8 @@
 //! The `nodewatch-agent` binary: parse flags, load config, run.
+//!
+//! Exit status: 0 after a clean shutdown; 78 (`EX_CONFIG`) for invalid flags or
+//! configuration; 98 when the listen address is taken; 1 for other failures. Units set
+//! `RestartPreventExitStatus=78 98`, so these two do not restart in a loop.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,23 +12,36 @@ use nodewatch_agent::cli::{Cli, Command, RulesCommand};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
 use nodewatch_agent::outputs::display;
+use nodewatch_http::systemd::EXIT_CONFIG;
 
 fn main() -> ExitCode {
-    let cli = Cli::from_env();
+    let cli = match Cli::try_from_args(std::env::args()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version print to stdout and succeed.
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let mut config = match &cli.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
-            Err(e) => return fail(&e.to_string()),
+            Err(e) => return fail_with(EXIT_CONFIG, &e.to_string()),
         },
         None => Config::default(),
     };
     let warnings = cli.apply(&mut config);
     let origin = cli.config.clone().unwrap_or_else(|| "<flags>".into());
     if let Err(e) = config.validate(Path::new(&origin)) {
-        return fail(&e.to_string());
+        return fail_with(EXIT_CONFIG, &e.to_string());
     }
     if cli.web_config_file.is_some() {
-        return fail(
+        return fail_with(
+            EXIT_CONFIG,
             "--web.config.file (TLS and basic auth) is not supported yet; refusing to serve without the protection it asks for",
         );
     }
@@ -119,14 +136,18 @@ fn run(config: Config) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };
     let result = runtime.block_on(async {
-        let listener = daemon::bind(&config).await?;
-        daemon::run(config, listener, daemon::shutdown_signal()).await
+        let listener = daemon::bind(&config)
+            .await
+            .map_err(|e| (e.exit_code(), e.to_string()))?;
+        daemon::run(config, listener, daemon::shutdown_signal())
+            .await
+            .map_err(|e| (1, format!("{e:#}")))
     });
     // Collectors stuck in a system call must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&format!("{e:#}")),
+        Err((code, message)) => fail_with(code, &message),
     }
 }
 
@@ -147,6 +168,10 @@ fn init_logging(level: &str) {
 }
 
 fn fail(message: &str) -> ExitCode {
+    fail_with(1, message)
+}
+
+fn fail_with(code: u8, message: &str) -> ExitCode {
     eprintln!("nodewatch-agent: error: {message}");
-    ExitCode::FAILURE
+    ExitCode::from(code)
 }

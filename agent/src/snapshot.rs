@@ -82,6 +82,9 @@ pub struct Snapshot {
     collected: tokio::sync::Notify,
     /// A test alert (`POST /api/test-alert`) and when it ends.
     test_alert: Mutex<Option<(crate::alerts::FiringAlert, Instant)>>,
+    /// The refused first-boot configuration import (`daemon::config_import`): the
+    /// agent is degraded while it is there.
+    config_import_error: std::sync::OnceLock<String>,
     version: String,
 }
 
@@ -129,6 +132,7 @@ impl Snapshot {
             alerts: watch::Sender::new(Arc::new(Vec::new())),
             test_alert: Mutex::new(None),
             collected: tokio::sync::Notify::new(),
+            config_import_error: std::sync::OnceLock::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
@@ -268,6 +272,11 @@ impl Snapshot {
         self.alerts.subscribe()
     }
 
+    /// Records a refused first-boot configuration import (once, at start).
+    pub fn set_config_import_error(&self, error: String) {
+        let _ = self.config_import_error.set(error);
+    }
+
     /// Seconds since the snapshot was made (the agent's uptime).
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
@@ -349,6 +358,8 @@ impl MetricsSource for Snapshot {
         }
         let outputs = self.outputs.health();
         any_failing |= outputs.values().any(|o| !o.ok);
+        let import_error = self.config_import_error.get().cloned();
+        any_failing |= import_error.is_some();
         let status = if !any_recent_success && uptime > longest_interval * 3 {
             HealthStatus::Unhealthy
         } else if any_failing {
@@ -368,6 +379,10 @@ impl MetricsSource for Snapshot {
                 .iter()
                 .filter_map(|a| serde_json::to_value(a).ok())
                 .collect(),
+            config_import: Some(nodewatch_http::ConfigImportHealth {
+                ok: import_error.is_none(),
+                error: import_error,
+            }),
         }
     }
 }

@@ -1059,6 +1059,7 @@ impl RewardState {
             collectors,
             outputs: BTreeMap::new(),
             alerts: Vec::new(),
+            config_import: None,
         }
     }
 }

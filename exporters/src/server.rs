@@ -204,13 +204,11 @@ pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> a
         let listener = nodewatch_http::bind(listen_address).await?;
         let address = listener.local_addr().context("listener address")?;
         tracing::info!(address = %address, "listening");
-        run(
-            Arc::new(Mutex::new(state)),
-            listener,
-            title,
-            shutdown_signal(),
-        )
-        .await?;
+        // systemd (Type=notify): pings from this runtime, ready once bound.
+        let _watchdog = nodewatch_http::systemd::start_watchdog();
+        nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));
+        let shutdown = nodewatch_http::systemd::stopping_after(shutdown_signal());
+        run(Arc::new(Mutex::new(state)), listener, title, shutdown).await?;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -219,3 +217,39 @@ pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> a
 
 /// Completes on SIGTERM or SIGINT.
 pub use nodewatch_http::shutdown_signal;
+
+/// Prints a settings or command-line error and returns the status systemd units do
+/// not restart on (78, `EX_CONFIG`).
+pub fn config_error(program: &str, error: &dyn std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("{program}: error: {error:#}");
+    std::process::ExitCode::from(nodewatch_http::systemd::EXIT_CONFIG)
+}
+
+/// Command-line errors are settings errors (78); `--help` and `--version` succeed.
+pub fn usage_error(error: &clap::Error) -> std::process::ExitCode {
+    let _ = error.print();
+    if error.use_stderr() {
+        std::process::ExitCode::from(nodewatch_http::systemd::EXIT_CONFIG)
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+/// The exit status of [`serve_main`]'s outcome, its error printed: 98 when the port is
+/// taken (with a hint), 78 for a malformed listen address, 1 otherwise.
+pub fn exit_status(program: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
+    let Err(error) = result else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    let code = error
+        .downcast_ref::<nodewatch_http::Error>()
+        .map(nodewatch_http::systemd::bind_exit_code)
+        .unwrap_or(1);
+    let hint = if code == nodewatch_http::systemd::EXIT_ADDRESS_IN_USE {
+        " (is another instance still running? Stop it, or pass --web.listen-address)"
+    } else {
+        ""
+    };
+    eprintln!("{program}: error: {error:#}{hint}");
+    std::process::ExitCode::from(code)
+}

@@ -591,6 +591,7 @@ impl WalletState {
             collectors,
             outputs: BTreeMap::new(),
             alerts: Vec::new(),
+            config_import: None,
         }
     }
 }

@@ -38,6 +38,17 @@ pub struct OutputHealth {
     pub last_error: Option<String>,
 }
 
+/// The first-boot import of the operator's configuration (the Pi image copies
+/// `nodewatch/agent.toml` from the boot partition only if `check-config` accepts it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConfigImportHealth {
+    /// False while the last import was refused (the shipped configuration runs).
+    pub ok: bool,
+    /// Why it was refused: `check-config`'s message, with file:line:col.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// The body of `/api/health/detailed`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DetailedHealth {
@@ -53,6 +64,9 @@ pub struct DetailedHealth {
     pub outputs: BTreeMap<String, OutputHealth>,
     /// Firing alerts, as their own JSON objects.
     pub alerts: Vec<serde_json::Value>,
+    /// The agent's first-boot configuration import; absent for the exporters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_import: Option<ConfigImportHealth>,
 }
 
 /// The body of `/api/health`.

@@ -7,6 +7,7 @@
 //! - [`requests`]: request counts and durations by route (`nodewatch_http_*`).
 //! - [`server`]: the axum router (`/metrics`, health, landing page), the
 //!   `--web.max-requests` limit and graceful shutdown.
+//! - [`systemd`]: READY/WATCHDOG/STOPPING notifications and the exit codes units use.
 //!
 //! Errors are a `thiserror` enum ([`Error`]); binaries wrap them with `anyhow`.
 
@@ -14,9 +15,10 @@ pub mod exposition;
 pub mod health;
 pub mod requests;
 pub mod server;
+pub mod systemd;
 
 pub use exposition::{Exposition, encode_families, metric_with_labels};
-pub use health::{ComponentHealth, DetailedHealth, HealthStatus, OutputHealth};
+pub use health::{ComponentHealth, ConfigImportHealth, DetailedHealth, HealthStatus, OutputHealth};
 pub use requests::RequestMetrics;
 pub use server::{MetricsSource, ServeOptions, bind, router, serve, shutdown_signal};
 

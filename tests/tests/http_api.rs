@@ -174,7 +174,8 @@ fn check_config_accepts_examples_and_names_errors() {
             .output()
             .expect("run");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "accepted {text:?}");
+        // EX_CONFIG: a unit does not restart on it (RestartPreventExitStatus=78).
+        assert_eq!(out.status.code(), Some(78), "accepted {text:?}");
         assert!(
             stderr.contains(expected),
             "for {text:?} expected {expected:?} in {stderr}"
@@ -194,7 +195,8 @@ fn a_taken_port_is_reported_clearly() {
         .arg(format!("--web.listen-address={address}"))
         .output()
         .expect("run");
-    assert!(!out.status.success());
+    // EADDRINUSE's number: a unit does not restart on it (RestartPreventExitStatus=98).
+    assert_eq!(out.status.code(), Some(98));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!("cannot listen on {address}")) && stderr.contains("in use"),
@@ -276,8 +278,66 @@ fn no_arguments_serves_9100_or_says_it_is_taken() {
                 "{log}"
             );
             let status = child.wait_timeout(Duration::from_secs(5)).expect("exited");
-            assert!(!status.success());
+            assert_eq!(status.code(), Some(98));
         }
         None => panic!("neither served nor failed within 20 s:\n{}", child.log()),
     }
+}
+
+/// The Pi image's first-boot import leaves check-config's message in
+/// `<state_dir>/config-import-error` when it refused the boot partition's agent.toml:
+/// the agent shows it in health (degraded), as a metric and in its log.
+#[test]
+fn a_refused_config_import_is_shown_in_health_and_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).expect("mkdir");
+    let config = write_config(&dir, &format!("state_dir = \"{}\"\n", state.display()));
+    let mut args = agent_fixture_args(&fixture("pi"), &fixture("textfile"));
+    args.push(format!("--config={}", config.display()));
+
+    // No file: the import is fine.
+    let agent = Agent::start(&strs(&args)).expect("start");
+    let body = agent
+        .metrics_after_first_collection(&["loadavg"])
+        .expect("metrics");
+    assert!(body.contains("nodewatch_config_import_error 0"), "{body}");
+    let detailed: serde_json::Value = serde_json::from_str(
+        &nodewatch_tests::get_text(&agent.url("/api/health/detailed")).expect("health"),
+    )
+    .expect("json");
+    assert_eq!(
+        detailed["config_import"],
+        serde_json::json!({"ok": true}),
+        "{detailed}"
+    );
+    drop(agent);
+
+    let message = "/boot/firmware/nodewatch/agent.toml:3:1: unknown field `max_request`, expected one of `listen_address`, `telemetry_path`";
+    std::fs::write(state.join("config-import-error"), format!("{message}\n")).expect("write");
+    let agent = Agent::start(&strs(&args)).expect("start");
+    let body = agent
+        .metrics_after_first_collection(&["loadavg"])
+        .expect("metrics");
+    assert!(body.contains("nodewatch_config_import_error 1"), "{body}");
+    let mut response = http()
+        .get(agent.url("/api/health/detailed"))
+        .call()
+        .expect("detailed");
+    assert_eq!(response.status(), 200);
+    let detailed: serde_json::Value =
+        serde_json::from_str(&response.body_mut().read_to_string().expect("body")).expect("json");
+    assert_eq!(
+        detailed["config_import"],
+        serde_json::json!({"ok": false, "error": message}),
+        "{detailed}"
+    );
+    assert_eq!(detailed["status"], "degraded", "{detailed}");
+    let health = nodewatch_tests::get_text(&agent.url("/api/health")).expect("health");
+    assert!(health.contains("\"degraded\""), "{health}");
+    let log = agent.child.log();
+    assert!(
+        log.contains("WARN") && log.contains("agent.toml:3:1"),
+        "{log}"
+    );
 }

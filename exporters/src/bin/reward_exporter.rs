@@ -6,6 +6,7 @@
 //! `--config FILE` (TOML, see config/reward-exporter.toml).
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use nodewatch_exporters::reward::{RewardConfig, RewardState};
@@ -26,13 +27,21 @@ struct Args {
     listen_address: Option<String>,
 }
 
-fn main() -> anyhow::Result<()> {
+const PROGRAM: &str = "nodewatch-reward-exporter";
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let args = Args::parse();
-    let mut config = RewardConfig::load(&args.config)?;
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return server::usage_error(&e),
+    };
+    let mut config = match RewardConfig::load(&args.config) {
+        Ok(config) => config,
+        Err(e) => return server::config_error(PROGRAM, &e),
+    };
     if let Some(listen) = args.listen_address {
         config.listen_address = listen;
     }
@@ -43,9 +52,12 @@ fn main() -> anyhow::Result<()> {
         "settings loaded"
     );
     let listen_address = config.listen_address.clone();
-    server::serve_main(
-        &listen_address,
-        RewardState::new(config),
-        "nodewatch reward exporter",
+    server::exit_status(
+        PROGRAM,
+        server::serve_main(
+            &listen_address,
+            RewardState::new(config),
+            "nodewatch reward exporter",
+        ),
     )
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::Parser;
 use nodewatch_exporters::config::Config;
@@ -30,14 +31,22 @@ struct Args {
     check_config: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+const PROGRAM: &str = "nodewatch-wallet-exporter";
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let args = Args::parse();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => return server::usage_error(&e),
+    };
     let env: HashMap<String, String> = std::env::vars().collect();
-    let mut config = Config::load(args.config.as_deref(), &env)?;
+    let mut config = match Config::load(args.config.as_deref(), &env) {
+        Ok(config) => config,
+        Err(e) => return server::config_error(PROGRAM, &e),
+    };
     if let Some(listen) = args.listen_address {
         config.listen_address = listen;
     }
@@ -54,7 +63,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|u| redact(u))
                 .collect::<Vec<_>>()
         );
-        return Ok(());
+        return ExitCode::SUCCESS;
     }
     tracing::info!(
         wallets = config.wallets.len(),
@@ -63,9 +72,12 @@ fn main() -> anyhow::Result<()> {
         "settings loaded"
     );
     let listen_address = config.listen_address.clone();
-    server::serve_main(
-        &listen_address,
-        WalletState::new(config),
-        "nodewatch wallet exporter",
+    server::exit_status(
+        PROGRAM,
+        server::serve_main(
+            &listen_address,
+            WalletState::new(config),
+            "nodewatch wallet exporter",
+        ),
     )
 }
