@@ -27,9 +27,9 @@ log "system packages"
 # socket; gcc + libc6-dev build the static builder stub they import as an image;
 # prometheus-alertmanager receives the LoRa gateway's alerts; openssh-server (sshd on a
 # loopback port, started by the harness) and openssh-client serve the reward
-# exporter's CLI-over-SSH source.
+# exporter's CLI-over-SSH source. docker-compose validates config/server/compose.yaml.
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager openssh-server openssh-client
-  curl ca-certificates docker.io gcc g++ libc6-dev)
+  curl ca-certificates docker.io docker-compose gcc g++ libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

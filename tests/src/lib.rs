@@ -12,6 +12,7 @@ pub mod docker;
 pub mod evm;
 pub mod metrics_text;
 pub mod process;
+pub mod server;
 pub mod ssh;
 
 use std::net::TcpListener;
