@@ -227,7 +227,7 @@ check "Docker engine running, and the agent's docker collector reads it" \
 check "SSH host keys generated on the node" ssh_pi test -s /etc/ssh/ssh_host_ed25519_key.pub
 # Port 9100 held by another program: the service fails once, clearly, and does not loop.
 squat=$(ssh_pi 'sudo systemctl stop nodewatch-agent &&
-  (setsid nodewatch-agent --config /dev/null --collector.disable-defaults --web.listen-address=:9100 >/dev/null 2>&1 &) &&
+  (sudo setsid nodewatch-agent --config /dev/null --collector.disable-defaults --web.listen-address=:9100 >/dev/null 2>&1 &) &&
   sleep 3 && sudo systemctl start nodewatch-agent; sleep 5;
   systemctl show nodewatch-agent -p ActiveState -p ExecMainStatus -p NRestarts;
   sudo journalctl -u nodewatch-agent -n 20 --no-pager -o cat;
