@@ -29,7 +29,7 @@ log "system packages"
 # loopback port, started by the harness) and openssh-client serve the reward
 # exporter's CLI-over-SSH source. docker-compose validates config/server/compose.yaml.
 packages=(prometheus prometheus-node-exporter prometheus-alertmanager openssh-server openssh-client
-  curl ca-certificates docker.io docker-compose gcc g++ libc6-dev)
+  curl ca-certificates docker.io docker-compose gcc g++ libc6-dev shellcheck)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -79,6 +79,11 @@ rustup component list --installed 2>/dev/null | grep -E 'clippy|rustfmt' || true
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+
+log "shellcheck (every shell script of the repository)"
+# Tracked files only (a build's target/ holds none); -x follows `source`d files.
+git ls-files -z -- '*.sh' 'image/rootfs/usr/libexec/nodewatch-image/*' 'image/deb/*/postinst' 'image/deb/*/postrm' |
+  xargs -0 shellcheck -x
 
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
