@@ -1,8 +1,9 @@
 //! The push button (design §4): a GPIO input (default BCM 17, pull-up, pressed =
 //! low), debounced, with a long press (≥ 2 s).
 //!
-//! The pin is read through embedded-hal's `InputPin`; only the hardware setup names
-//! rppal. Events go out on a broadcast channel, which two tasks follow:
+//! The pin is read through embedded-hal's `InputPin` (a line of `/dev/gpiochipN`,
+//! opened by [`crate::outputs::gpio`]), polled every [`POLL`] and debounced. Events go
+//! out on a broadcast channel, which two tasks follow:
 //!
 //! - the alert outputs (`outputs::buzzer`, local alerting owns the button): a long
 //!   press mutes the buzzer; a short press acknowledges the first unacknowledged
@@ -17,6 +18,8 @@
 use std::time::{Duration, Instant};
 
 use embedded_hal::digital::InputPin;
+
+use crate::outputs::gpio;
 use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 
@@ -182,40 +185,10 @@ pub async fn run<P: InputPin + Send>(
     }
 }
 
-/// Opens BCM pin `gpio` as an input with the pull-up on (rppal; the only place that
-/// names it). `Err` when there is no Pi GPIO (rppal's `UnknownModel` on other
-/// machines): no button, not an error.
-#[cfg(target_os = "linux")]
-pub fn open_pin(gpio: u8) -> Result<impl InputPin + Send + 'static, String> {
-    let chip = rppal::gpio::Gpio::new().map_err(|e| format!("GPIO: {e}"))?;
-    let pin = chip.get(gpio).map_err(|e| format!("GPIO {gpio}: {e}"))?;
-    Ok(pin.into_input_pullup())
-}
-
-/// No GPIO outside Linux.
-#[cfg(not(target_os = "linux"))]
-pub fn open_pin(gpio: u8) -> Result<NoPin, String> {
-    Err(format!("GPIO {gpio}: only supported on Linux"))
-}
-
-/// Placeholder pin type where there is no GPIO.
-#[cfg(not(target_os = "linux"))]
-#[derive(Debug)]
-pub struct NoPin;
-
-#[cfg(not(target_os = "linux"))]
-impl embedded_hal::digital::ErrorType for NoPin {
-    type Error = std::convert::Infallible;
-}
-
-#[cfg(not(target_os = "linux"))]
-impl InputPin for NoPin {
-    fn is_high(&mut self) -> Result<bool, Self::Error> {
-        Ok(true)
-    }
-    fn is_low(&mut self) -> Result<bool, Self::Error> {
-        Ok(false)
-    }
+/// Opens BCM pin `bcm` as an input with the pull-up on. `Ok(None)` when this machine
+/// has no such GPIO line (not a Pi): no button, not an error.
+pub fn open_pin(bcm: u8) -> Result<Option<gpio::InputLine>, String> {
+    gpio::Gpio::scan().input("nodewatch-button", bcm, gpio::Pull::Up)
 }
 
 /// Starts the button task when the button is on (see [`ButtonConfig::effective`]),
@@ -236,14 +209,18 @@ pub fn spawn(
     }
     let gpio = button.gpio;
     match open_pin(gpio) {
-        Ok(pin) => {
+        Ok(Some(pin)) => {
             let (events, _) = broadcast::channel(8);
             tokio::spawn(run(pin, true, events.clone(), stop));
             tracing::info!(gpio, "Reading the button.");
             Some(events)
         }
+        Ok(None) => {
+            tracing::info!(gpio, "No such GPIO line (not a Raspberry Pi): no button.");
+            None
+        }
         Err(e) => {
-            tracing::info!(reason = %e, "No GPIO for the button: no button.");
+            tracing::warn!(error = %e, "Cannot open the button's GPIO line: no button.");
             None
         }
     }

@@ -22,8 +22,9 @@
 //! there is no display; with a display, the display task routes the press (wake a dark
 //! panel, else acknowledge, else next page) through the same [`Acknowledgements`].
 //!
-//! Only [`open_pin`] names rppal. Off a Pi (rppal's `UnknownModel`) the pins are
-//! [`SimulatedPin`]s: logged at debug level, not an error.
+//! Pins are opened in [`open_pin`] through [`crate::outputs::gpio`] (the kernel's
+//! `/dev/gpiochipN`). Off a Pi (no such GPIO line) the pins are [`SimulatedPin`]s:
+//! logged at debug level, not an error.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ use crate::alerts::buzzer::{
 use crate::alerts::{FiringAlert, Severity};
 use crate::metrics::MetricSink;
 use crate::outputs::button::{self, ButtonEvent};
+use crate::outputs::gpio;
 use crate::snapshot::Snapshot;
 
 /// The output's name in health and logs.
@@ -252,81 +254,59 @@ impl OutputPin for SimulatedPin {
 /// A buzzer or LED pin at the edge: high = on, whatever the wiring's polarity.
 #[derive(Debug)]
 pub enum EdgePin {
-    /// A Pi GPIO output (rppal), and whether it is active high.
-    #[cfg(target_os = "linux")]
-    Gpio(rppal::gpio::OutputPin, bool),
+    /// A GPIO line, its polarity set in the kernel (active low or high).
+    Gpio(gpio::OutputLine),
     /// No GPIO: logged.
     Simulated(SimulatedPin),
 }
 
 impl embedded_hal::digital::ErrorType for EdgePin {
-    type Error = std::convert::Infallible;
+    type Error = gpio::LineError;
 }
 
 impl OutputPin for EdgePin {
     fn set_low(&mut self) -> Result<(), Self::Error> {
         match self {
-            #[cfg(target_os = "linux")]
-            EdgePin::Gpio(pin, active_high) => {
-                pin.write((!*active_high).into());
-                Ok(())
-            }
-            EdgePin::Simulated(pin) => pin.set_low(),
+            EdgePin::Gpio(line) => line.set_low(),
+            EdgePin::Simulated(pin) => pin.set_low().map_err(|never| match never {}),
         }
     }
     fn set_high(&mut self) -> Result<(), Self::Error> {
         match self {
-            #[cfg(target_os = "linux")]
-            EdgePin::Gpio(pin, active_high) => {
-                pin.write((*active_high).into());
-                Ok(())
-            }
-            EdgePin::Simulated(pin) => pin.set_high(),
+            EdgePin::Gpio(line) => line.set_high(),
+            EdgePin::Simulated(pin) => pin.set_high().map_err(|never| match never {}),
         }
     }
 }
 
-/// Opens BCM `gpio` as an output, off (rppal; the only place here that names it).
-/// Off a Pi (rppal's `UnknownModel`) the pin is simulated and there is no error;
-/// any other failure (no permission, pin busy) is simulated too, with the error.
-/// The pin keeps its off level when the agent exits (no reset to input, which would
-/// let an active-low buzzer's input float).
-pub fn open_pin(name: &'static str, gpio: u8, active_high: bool) -> (EdgePin, Option<String>) {
-    #[cfg(target_os = "linux")]
-    {
-        use rppal::gpio::{Error, Gpio};
-        let opened = Gpio::new().and_then(|chip| chip.get(gpio)).map(|pin| {
-            let mut out = if active_high {
-                pin.into_output_low()
-            } else {
-                pin.into_output_high()
-            };
-            out.set_reset_on_drop(false);
-            out
-        });
-        match opened {
-            Ok(pin) => {
-                tracing::info!(output = name, gpio, active_high, "GPIO output ready.");
-                (EdgePin::Gpio(pin, active_high), None)
-            }
-            Err(Error::UnknownModel) => {
-                tracing::info!(
-                    output = name,
-                    "Not a Raspberry Pi: simulated (logged at debug level)."
-                );
-                (EdgePin::Simulated(SimulatedPin::new(name)), None)
-            }
-            Err(e) => {
-                let message = format!("{name} on GPIO {gpio}: {e}");
-                tracing::warn!(error = %message, "Cannot open the GPIO output: simulated.");
-                (EdgePin::Simulated(SimulatedPin::new(name)), Some(message))
-            }
+/// Opens BCM `bcm` as a switch output, off, on the GPIO found by `gpio`. Off a Pi (no
+/// such GPIO line) the pin is simulated and there is no error; any other failure (no
+/// permission on /dev/gpiochipN, line busy) is simulated too, with the error. The
+/// line is pulled to its off level, so it stays off after the agent exits.
+pub fn open_pin(
+    gpio: &gpio::Gpio,
+    name: &'static str,
+    bcm: u8,
+    active_high: bool,
+) -> (EdgePin, Option<String>) {
+    match gpio.switch(&format!("nodewatch-{name}"), bcm, !active_high) {
+        Ok(Some(line)) => {
+            tracing::info!(output = name, gpio = bcm, active_high, "GPIO output ready.");
+            (EdgePin::Gpio(line), None)
         }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (gpio, active_high);
-        (EdgePin::Simulated(SimulatedPin::new(name)), None)
+        Ok(None) => {
+            tracing::info!(
+                output = name,
+                gpio = bcm,
+                "No such GPIO line (not a Raspberry Pi): simulated (logged at debug level)."
+            );
+            (EdgePin::Simulated(SimulatedPin::new(name)), None)
+        }
+        Err(e) => {
+            let message = format!("{name} on GPIO {bcm}: {e}");
+            tracing::warn!(error = %message, "Cannot open the GPIO output: simulated.");
+            (EdgePin::Simulated(SimulatedPin::new(name)), Some(message))
+        }
     }
 }
 
@@ -392,8 +372,9 @@ pub fn spawn(
     }
     let c = &config.alerts.buzzer;
     let mut errors = Vec::new();
-    let mut open = |name, gpio, active_high| {
-        let (pin, error) = open_pin(name, gpio, active_high);
+    let chips = gpio::Gpio::scan();
+    let mut open = |name, bcm, active_high| {
+        let (pin, error) = open_pin(&chips, name, bcm, active_high);
         errors.extend(error);
         pin
     };

@@ -8,6 +8,7 @@
 pub mod button;
 pub mod buzzer;
 pub mod display;
+pub mod gpio;
 pub mod lora;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The LoRa radio at the agent's edge: the `[lora.radio]` section, and opening the
-//! radio it names. This and the display's and button's setup are the only places that
-//! name rppal types (design §4); the radios themselves (`nodewatch_lora::radio`) are
-//! generic over embedded-hal and tokio's I/O traits.
+//! radio it names. SPI through rppal (`/dev/spidevB.C`), the GPIO pins through
+//! [`crate::outputs::gpio`] (`/dev/gpiochipN`); the radios themselves
+//! (`nodewatch_lora::radio`) are generic over embedded-hal and tokio's I/O traits.
 //!
 //! - `udp`: the simulated air over UDP (loopback; development and tests). Default.
 //! - `sx127x`: an SX1276/77/78/79 (RFM95W, Dragino or Adafruit HATs) on SPI, with
@@ -412,33 +412,39 @@ pub async fn open(config: &RadioConfig) -> Result<AnyRadio, String> {
     }
 }
 
-/// The Pi's side: rppal's SPI and GPIO, tokio-serial's UART.
+/// The Pi's side: rppal's SPI, the GPIO character device, tokio-serial's UART.
 #[cfg(target_os = "linux")]
 mod pi {
     use std::time::Duration;
 
+    use embedded_hal::digital::OutputPin as _;
     use nodewatch_lora::radio::ebyte::{EbyteRadio, EbyteSettings};
     use nodewatch_lora::radio::sx12xx::{
         self, Sx12xxSettings, Sx126xChip, Sx126xOptions, Sx126xRadio, Sx127xOptions, Sx127xRadio,
     };
-    use rppal::gpio::{Gpio, InputPin, OutputPin};
     use rppal::spi::{Bus, Mode, SimpleHalSpiDevice, SlaveSelect, Spi};
 
     use super::{RadioConfig, Sx126xModel};
+    use crate::outputs::gpio::{Gpio, InputLine, OutputLine, Pull};
 
     /// The SPI device: the controller's own chip select, or a GPIO driven around each
     /// transaction.
     pub struct PiSpi {
         inner: SimpleHalSpiDevice,
-        cs: Option<OutputPin>,
+        cs: Option<OutputLine>,
+        cs_gpio: Option<u8>,
     }
 
     impl std::fmt::Debug for PiSpi {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("PiSpi")
-                .field("cs_gpio", &self.cs.as_ref().map(|p| p.pin()))
+                .field("cs_gpio", &self.cs_gpio)
                 .finish_non_exhaustive()
         }
+    }
+
+    fn cs_error(e: crate::outputs::gpio::LineError) -> rppal::spi::Error {
+        rppal::spi::Error::Io(std::io::Error::other(format!("chip select: {e}")))
     }
 
     impl embedded_hal::spi::ErrorType for PiSpi {
@@ -451,27 +457,27 @@ mod pi {
             operations: &mut [embedded_hal::spi::Operation<'_, u8>],
         ) -> Result<(), rppal::spi::Error> {
             if let Some(cs) = self.cs.as_mut() {
-                cs.set_low();
+                cs.set_low().map_err(cs_error)?;
             }
             let result = self.inner.transaction(operations);
             if let Some(cs) = self.cs.as_mut() {
-                cs.set_high();
+                cs.set_high().map_err(cs_error)?;
             }
             result
         }
     }
 
     /// An SX127x on the Pi.
-    pub type PiSx127x = Sx127xRadio<PiSpi, OutputPin, InputPin>;
+    pub type PiSx127x = Sx127xRadio<PiSpi, OutputLine, InputLine>;
     /// An SX126x on the Pi.
-    pub type PiSx126x = Sx126xRadio<PiSpi, OutputPin, InputPin>;
+    pub type PiSx126x = Sx126xRadio<PiSpi, OutputLine, InputLine>;
 
     /// An Ebyte module on the Pi's UART, holding its M0/M1 pins low.
     #[derive(Debug)]
     pub struct PiEbyte {
         /// The radio.
-        pub radio: EbyteRadio<tokio_serial::SerialStream, InputPin>,
-        _mode_pins: Vec<OutputPin>,
+        pub radio: EbyteRadio<tokio_serial::SerialStream, InputLine>,
+        _mode_pins: Vec<OutputLine>,
     }
 
     fn spi_name(config: &RadioConfig) -> String {
@@ -510,18 +516,37 @@ mod pi {
         Ok(PiSpi {
             inner: SimpleHalSpiDevice::new(spi),
             cs,
+            cs_gpio: config.spi_cs_gpio,
         })
     }
 
-    fn open_gpio(device: &str) -> Result<Gpio, String> {
-        Gpio::new().map_err(|e| format!("{device}: cannot open the GPIO: {e}"))
+    /// The machine's GPIO chips (a radio on SPI or with pins needs them).
+    fn open_gpio() -> Gpio {
+        Gpio::scan()
+    }
+
+    fn no_line(device: &str, field: &str, pin: u8) -> String {
+        format!(
+            "{device}: {field} GPIO {pin}: no GPIO line GPIO{pin} on this machine (not a Raspberry Pi?)"
+        )
+    }
+
+    /// An output at `high` (reset and chip select idle high: they are active low).
+    fn output_at(
+        gpio: &Gpio,
+        device: &str,
+        field: &str,
+        pin: u8,
+        high: bool,
+    ) -> Result<OutputLine, String> {
+        gpio.output(&format!("nodewatch-{device}"), pin, high)
+            .map_err(|e| format!("{device}: {field} GPIO {pin}: {e}"))?
+            .ok_or_else(|| no_line(device, field, pin))
     }
 
     /// An output, idle high (reset and chip select are active low).
-    fn output(gpio: &Gpio, device: &str, field: &str, pin: u8) -> Result<OutputPin, String> {
-        gpio.get(pin)
-            .map(|p| p.into_output_high())
-            .map_err(|e| format!("{device}: {field} GPIO {pin}: {e}"))
+    fn output(gpio: &Gpio, device: &str, field: &str, pin: u8) -> Result<OutputLine, String> {
+        output_at(gpio, device, field, pin, true)
     }
 
     fn input(
@@ -530,16 +555,11 @@ mod pi {
         field: &str,
         pin: u8,
         pull_down: bool,
-    ) -> Result<InputPin, String> {
-        gpio.get(pin)
-            .map(|p| {
-                if pull_down {
-                    p.into_input_pulldown()
-                } else {
-                    p.into_input()
-                }
-            })
-            .map_err(|e| format!("{device}: {field} GPIO {pin}: {e}"))
+    ) -> Result<InputLine, String> {
+        let pull = if pull_down { Pull::Down } else { Pull::None };
+        gpio.input(&format!("nodewatch-{device}"), pin, pull)
+            .map_err(|e| format!("{device}: {field} GPIO {pin}: {e}"))?
+            .ok_or_else(|| no_line(device, field, pin))
     }
 
     fn settings(config: &RadioConfig, name: String) -> Sx12xxSettings {
@@ -553,21 +573,24 @@ mod pi {
 
     /// Releases reset (a pulse first, so a chip left mid-command by an earlier run
     /// starts clean) and waits for the chip to boot.
-    async fn pulse_reset(reset: &mut OutputPin) {
-        reset.set_low();
+    async fn pulse_reset(reset: &mut OutputLine) -> Result<(), String> {
+        reset.set_low().map_err(|e| format!("reset: {e}"))?;
         tokio::time::sleep(Duration::from_millis(2)).await;
-        reset.set_high();
+        reset.set_high().map_err(|e| format!("reset: {e}"))?;
         tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(())
     }
 
     pub async fn open_sx127x(config: &RadioConfig) -> Result<PiSx127x, String> {
         let name = format!("sx1276 {}", spi_name(config));
         let device = "sx127x";
-        let gpio = open_gpio(device)?;
+        let gpio = open_gpio();
         let mut spi = open_spi(config, device, &gpio)?;
         let mut reset = output(&gpio, device, "reset_gpio", config.reset_gpio)?;
         let dio0 = input(&gpio, device, "irq_gpio (DIO0)", config.irq_gpio, true)?;
-        pulse_reset(&mut reset).await;
+        pulse_reset(&mut reset)
+            .await
+            .map_err(|e| format!("{device}: {e}"))?;
         let version = sx12xx::probe_sx127x(&mut spi, &name).map_err(|e| e.to_string())?;
         tracing::debug!(device = name.as_str(), version, "SX127x found.");
         let options = Sx127xOptions {
@@ -586,12 +609,14 @@ mod pi {
         };
         let name = format!("{chip_name} {}", spi_name(config));
         let device = "sx126x";
-        let gpio = open_gpio(device)?;
+        let gpio = open_gpio();
         let mut spi = open_spi(config, device, &gpio)?;
         let mut reset = output(&gpio, device, "reset_gpio", config.reset_gpio)?;
         let dio1 = input(&gpio, device, "irq_gpio (DIO1)", config.irq_gpio, true)?;
         let mut busy = input(&gpio, device, "busy_gpio", config.busy_gpio, false)?;
-        pulse_reset(&mut reset).await;
+        pulse_reset(&mut reset)
+            .await
+            .map_err(|e| format!("{device}: {e}"))?;
         let sync = sx12xx::probe_sx126x(&mut spi, &mut busy, &name)
             .await
             .map_err(|e| e.to_string())?;
@@ -619,11 +644,7 @@ mod pi {
         let needs_gpio = config.ebyte_aux_gpio.is_some()
             || config.ebyte_m0_gpio.is_some()
             || config.ebyte_m1_gpio.is_some();
-        let gpio = if needs_gpio {
-            Some(open_gpio(device)?)
-        } else {
-            None
-        };
+        let gpio = needs_gpio.then(open_gpio);
         let mut mode_pins = Vec::new();
         let mut aux = None;
         if let Some(gpio) = &gpio {
@@ -632,11 +653,7 @@ mod pi {
                 ("ebyte_m1_gpio", config.ebyte_m1_gpio),
             ] {
                 if let Some(pin) = pin {
-                    let p = gpio
-                        .get(pin)
-                        .map(|p| p.into_output_low())
-                        .map_err(|e| format!("{device}: {field} GPIO {pin}: {e}"))?;
-                    mode_pins.push(p);
+                    mode_pins.push(output_at(gpio, device, field, pin, false)?);
                 }
             }
             if let Some(pin) = config.ebyte_aux_gpio {

@@ -7,8 +7,8 @@
 //! - [`gateway`]: the receiver (`lora.gateway = true`) — verifies, de-duplicates,
 //!   acknowledges (on its own budget), and keeps Alertmanager up to date.
 //! - [`alertmanager`]: Alertmanager's v2 API client.
-//! - [`hardware`]: the `[lora.radio]` section and the radios at the edge (rppal SPI
-//!   and GPIO, the UART, the simulated UDP air).
+//! - [`hardware`]: the `[lora.radio]` section and the radios at the edge (rppal SPI,
+//!   GPIO character device lines, the UART, the simulated UDP air).
 //!
 //! One task owns the radio (LoRa radios are half duplex). Frames are authenticated with
 //! the network key (or the node's own key); the codec, replay window, sequence,
