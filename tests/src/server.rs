@@ -226,8 +226,8 @@ pub struct Received {
     pub body: String,
 }
 
-/// An HTTP server on a free loopback port that answers 200 `{"ok":true}` to every
-/// request and records its path and body: it stands in for the Telegram, Discord,
+/// An HTTP server on a free loopback port that answers 200 and a Telegram-shaped body
+/// to every request and records its path and body: it stands in for the Telegram, Discord,
 /// Slack, PagerDuty and webhook APIs, one path prefix each.
 #[derive(Debug)]
 pub struct HttpSink {
@@ -319,7 +319,10 @@ fn serve_http(stream: TcpStream, sink: &Mutex<Vec<Received>>) -> Result<()> {
             path,
             body: String::from_utf8_lossy(&body).into_owned(),
         });
-        let answer = b"{\"ok\":true}";
+        // Telegram's answer to sendMessage (Alertmanager 0.25 reads its message id and
+        // crashes on an answer without one); the other APIs only look at the status.
+        let answer =
+            br#"{"ok":true,"result":{"message_id":1,"date":0,"chat":{"id":42,"type":"group"}}}"#;
         let mut out = &stream;
         write!(
             out,
