@@ -50,6 +50,12 @@ fn promtool_checks_config_rules_and_rule_tests() {
     let dir = server_dir().join("prometheus");
     let (ok, out) = promtool(&dir, &["check", "config", "prometheus.yml"]).expect("promtool");
     assert!(ok, "promtool check config:\n{out}");
+    let (ok, out) = promtool(
+        &server_dir().join("global"),
+        &["check", "config", "prometheus.yml"],
+    )
+    .expect("promtool");
+    assert!(ok, "promtool check config (global, federating):\n{out}");
 
     let rules: Vec<String> = rule_files().iter().map(|f| format!("rules/{f}")).collect();
     assert!(rules.len() >= 4, "rules by domain: {rules:?}");
