@@ -82,17 +82,26 @@ fn main() -> Result<()> {
         i += 2;
     }
 
-    // The shipped configuration: profile `dist`, statically linked (see Cargo.toml).
+    // The shipped configuration: profile `dist`, `--target <host>`, glibc linked
+    // dynamically, as image/debs.sh builds the amd64 package (the same binary, one build).
+    // NODEWATCH_BENCH_STATIC=1 links glibc statically instead, to compare (docs/packages.md).
     let host = host_triple()?;
-    eprintln!("building the agent (profile dist, static, {host})…");
+    let static_glibc = std::env::var_os("NODEWATCH_BENCH_STATIC").is_some_and(|v| v == "1");
+    let linking = if static_glibc { "static" } else { "dynamic" };
+    eprintln!("building the agent (profile dist, {linking} glibc, {host})…");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let rustflags_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
         host.to_uppercase().replace('-', "_")
     );
-    let status = std::process::Command::new(cargo)
+    let mut build = std::process::Command::new(cargo);
+    if static_glibc {
+        build.env(&rustflags_var, "-C target-feature=+crt-static");
+    } else {
+        build.env_remove(&rustflags_var);
+    }
+    let status = build
         .current_dir(workspace_root())
-        .env(rustflags_var, "-C target-feature=+crt-static")
         .args([
             "build",
             "--profile",
@@ -229,7 +238,7 @@ fn main() -> Result<()> {
         "",
     );
     println!(
-        "agent binary ({host}, profile dist, static, stripped): {:.2} MB",
+        "agent binary ({host}, profile dist, {linking} glibc, stripped): {:.2} MB",
         binary_size as f64 / (1024.0 * 1024.0)
     );
     println!(
