@@ -6,6 +6,7 @@
 //! stops pinging, and systemd restarts the service), `STOPPING=1` when shutdown
 //! starts. Without `NOTIFY_SOCKET` (not started by systemd) nothing is sent.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -32,8 +33,14 @@ pub fn bind_exit_code(error: &crate::Error) -> u8 {
 }
 
 fn send(state: &[NotifyState<'_>]) {
+    // Warned once: a dead socket would otherwise log every watchdog ping.
+    static WARNED: AtomicBool = AtomicBool::new(false);
     if let Err(e) = sd_notify::notify(state) {
-        tracing::warn!(error = %e, "Cannot notify systemd.");
+        if WARNED.swap(true, Ordering::Relaxed) {
+            tracing::debug!(error = %e, "Cannot notify systemd.");
+        } else {
+            tracing::warn!(error = %e, "Cannot notify systemd.");
+        }
     }
 }
 
