@@ -180,7 +180,7 @@ pub async fn run(
     let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
     let lora = crate::outputs::lora::spawn(&config, snapshot.clone(), stop_rx.clone());
     let acks = crate::alerts::buzzer::Acknowledgements::open(&config.state_dir);
-    let button = crate::outputs::button::spawn(&config, stop_rx.clone());
+    let button = crate::outputs::button::spawn(&config, snapshot.outputs(), stop_rx.clone());
     let display = crate::outputs::display::spawn(
         &config,
         snapshot.clone(),

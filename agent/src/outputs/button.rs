@@ -82,6 +82,9 @@ pub async fn next_event(events: &mut Option<broadcast::Receiver<ButtonEvent>>) -
     }
 }
 
+/// The button's name in health (shown once a GPIO line was found for it).
+pub const OUTPUT_NAME: &str = "button";
+
 /// How long the input must be steady before a change counts.
 pub const DEBOUNCE: Duration = Duration::from_millis(30);
 /// How long a press must last to be a long press.
@@ -196,6 +199,7 @@ pub fn open_pin(bcm: u8) -> Result<Option<gpio::InputLine>, String> {
 /// the sender to subscribe to.
 pub fn spawn(
     config: &crate::config::Config,
+    outputs: &crate::outputs::OutputRegistry,
     stop: watch::Receiver<bool>,
 ) -> Option<broadcast::Sender<ButtonEvent>> {
     let button = ButtonConfig::effective(config);
@@ -213,6 +217,7 @@ pub fn spawn(
             let (events, _) = broadcast::channel(8);
             tokio::spawn(run(pin, true, events.clone(), stop));
             tracing::info!(gpio, "Reading the button.");
+            outputs.report_health(OUTPUT_NAME, true, None);
             Some(events)
         }
         Ok(None) => {
@@ -221,6 +226,7 @@ pub fn spawn(
         }
         Err(e) => {
             tracing::warn!(error = %e, "Cannot open the button's GPIO line: no button.");
+            outputs.report_health(OUTPUT_NAME, false, Some(e));
             None
         }
     }
