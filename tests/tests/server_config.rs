@@ -408,3 +408,37 @@ fn dashboards_have_unique_ids_and_the_provisioned_datasource() {
         );
     }
 }
+
+/// Every alert's `runbook_url` points to a `### Name` line of docs/monitoring-server.md.
+#[test]
+fn every_alert_links_its_runbook_line() {
+    let doc = std::fs::read_to_string(
+        nodewatch_tests::workspace_root().join("docs/monitoring-server.md"),
+    )
+    .expect("docs/monitoring-server.md");
+    let anchors: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .map(|h| h.trim().to_lowercase())
+        .collect();
+    for file in rule_files() {
+        let text = std::fs::read_to_string(server_dir().join("prometheus/rules").join(&file))
+            .expect("read rules");
+        let mut current = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("- alert: ") {
+                assert!(current.is_none(), "{file}: {current:?} has no runbook_url");
+                current = Some(name.to_string());
+            } else if let Some(url) = line.strip_prefix("runbook_url: ") {
+                let name = current.take().expect("runbook_url inside an alert");
+                let anchor = url
+                    .trim_matches('"')
+                    .strip_prefix("docs/monitoring-server.md#")
+                    .unwrap_or_else(|| panic!("{name}: runbook_url {url}"));
+                assert_eq!(anchor, name.to_lowercase(), "{file}: {name}");
+                assert!(anchors.contains(anchor), "no runbook line for {name}");
+            }
+        }
+        assert!(current.is_none(), "{file}: {current:?} has no runbook_url");
+    }
+}
