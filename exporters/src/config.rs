@@ -80,6 +80,9 @@ pub struct FileConfig {
     pub request_timeout_seconds: Option<u64>,
     /// First wait after a failed refresh, doubled up to the interval (default 5).
     pub retry_seconds: Option<u64>,
+    /// Seconds between the block-height probes of every endpoint (default 60; the first
+    /// one interval after start).
+    pub probe_interval_seconds: Option<u64>,
     /// Multicall3's address (default the canonical one); `""` means a JSON-RPC batch.
     pub multicall_address: Option<String>,
     /// The sITX token (default Scroll mainnet's); `""` turns the sITX families off.
@@ -124,6 +127,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// First wait after a failed refresh.
     pub retry: Duration,
+    /// Between two block-height probes of the endpoints.
+    pub probe_interval: Duration,
     /// Multicall3's address; `None` (`multicall_address = ""`) reads with a JSON-RPC
     /// batch instead.
     pub multicall: Option<Address>,
@@ -197,10 +202,12 @@ impl Config {
         };
         let request_timeout_seconds = file.request_timeout_seconds.unwrap_or(10);
         let retry_seconds = file.retry_seconds.unwrap_or(5);
+        let probe_interval_seconds = file.probe_interval_seconds.unwrap_or(60);
         for (name, value) in [
             ("interval_seconds / UPDATE_INTERVAL", interval_seconds),
             ("request_timeout_seconds", request_timeout_seconds),
             ("retry_seconds", retry_seconds),
+            ("probe_interval_seconds", probe_interval_seconds),
         ] {
             if value == 0 {
                 return Err(invalid(name, "must be at least 1 second"));
@@ -275,6 +282,7 @@ impl Config {
             interval: Duration::from_secs(interval_seconds),
             request_timeout: Duration::from_secs(request_timeout_seconds),
             retry: Duration::from_secs(retry_seconds),
+            probe_interval: Duration::from_secs(probe_interval_seconds),
             multicall,
             sitx,
             tokens,

@@ -67,6 +67,9 @@ pub struct RewardFile {
     pub request_timeout_seconds: Option<u64>,
     /// First retry after a failure (default 5).
     pub retry_seconds: Option<u64>,
+    /// Between the block-height probes of every endpoint (default 60; the first one
+    /// interval after start).
+    pub probe_interval_seconds: Option<u64>,
     /// Multicall3's address; `""` reads with a JSON-RPC batch instead.
     pub multicall_address: Option<String>,
     /// The BlockBuilderReward contract.
@@ -128,6 +131,8 @@ pub struct RewardConfig {
     pub request_timeout: Duration,
     /// First retry.
     pub retry: Duration,
+    /// Between two block-height probes of the endpoints.
+    pub probe_interval: Duration,
     /// Multicall3; `None` reads with a JSON-RPC batch.
     pub multicall: Option<Address>,
     /// BlockBuilderReward.
@@ -257,6 +262,10 @@ impl RewardConfig {
                 file.request_timeout_seconds.unwrap_or(10),
             )?,
             retry: seconds("retry_seconds", file.retry_seconds.unwrap_or(5))?,
+            probe_interval: seconds(
+                "probe_interval_seconds",
+                file.probe_interval_seconds.unwrap_or(60),
+            )?,
             multicall,
             contract: address(
                 "reward_contract",

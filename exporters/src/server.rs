@@ -19,6 +19,8 @@ pub trait Exporter: Send + 'static {
     fn timing(&self) -> (Duration, Duration, Duration);
     /// The JSON-RPC endpoints, in order (probed for their block height).
     fn rpc_urls(&self) -> Vec<String>;
+    /// Between two block-height probes of the endpoints.
+    fn probe_interval(&self) -> Duration;
     /// One refresh; blocking, run on the blocking pool.
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome
     where
@@ -47,6 +49,9 @@ impl Exporter for WalletState {
     fn rpc_urls(&self) -> Vec<String> {
         self.config().rpc_urls.clone()
     }
+    fn probe_interval(&self) -> Duration {
+        self.config().probe_interval
+    }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         WalletState::refresh(state, client)
     }
@@ -65,6 +70,9 @@ impl Exporter for RewardState {
     }
     fn rpc_urls(&self) -> Vec<String> {
         self.config().rpc_urls.clone()
+    }
+    fn probe_interval(&self) -> Duration {
+        self.config().probe_interval
     }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         RewardState::refresh(state, client)
@@ -116,8 +124,6 @@ impl<E: Exporter> MetricsSource for Source<E> {
 /// Refreshes until `stop` fires: every interval after a success; after a failure,
 /// after the first retry delay doubling up to the interval, and never before a 429's
 /// `Retry-After`.
-///
-/// After each refresh, every endpoint is probed for its block height.
 pub async fn refresh_loop<E: Exporter>(
     state: Arc<Mutex<E>>,
     telemetry: Arc<Mutex<Telemetry>>,
@@ -132,7 +138,6 @@ pub async fn refresh_loop<E: Exporter>(
             let started = std::time::Instant::now();
             let outcome = E::refresh(&s, &c);
             telemetry::lock(&t).observe_refresh(started.elapsed().as_secs_f64(), outcome.ok);
-            Telemetry::probe(&t, &c);
             outcome
         })
         .await;
@@ -158,6 +163,28 @@ pub async fn refresh_loop<E: Exporter>(
     }
 }
 
+/// Probes every endpoint's block height every `interval`, the first time one interval
+/// after start: a request per endpoint of its own, so they are rarer than refreshes by
+/// default and never delay one.
+pub async fn probe_loop(
+    telemetry: Arc<Mutex<Telemetry>>,
+    interval: Duration,
+    timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = RpcClient::new(timeout);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+        let (t, c) = (telemetry.clone(), client.clone());
+        if let Err(e) = tokio::task::spawn_blocking(move || Telemetry::probe(&t, &c)).await {
+            tracing::error!(error = %e, "probe task failed");
+        }
+    }
+}
+
 /// Serves `state` on `listener` and refreshes it until `shutdown` completes.
 pub async fn run<E: Exporter>(
     state: Arc<Mutex<E>>,
@@ -172,7 +199,21 @@ pub async fn run<E: Exporter>(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let telemetry = Arc::new(Mutex::new(Telemetry::new(&lock(&state).rpc_urls())));
-    let refresher = tokio::spawn(refresh_loop(state.clone(), telemetry.clone(), stop_rx));
+    let refresher = tokio::spawn(refresh_loop(
+        state.clone(),
+        telemetry.clone(),
+        stop_rx.clone(),
+    ));
+    let (probe_interval, timeout) = {
+        let s = lock(&state);
+        (s.probe_interval(), s.timing().2)
+    };
+    let prober = tokio::spawn(probe_loop(
+        telemetry.clone(),
+        probe_interval,
+        timeout,
+        stop_rx,
+    ));
     let background = E::start_background(&state);
     let router = nodewatch_http::router(
         Arc::new(Source {
@@ -185,6 +226,7 @@ pub async fn run<E: Exporter>(
     let _ = stop_tx.send(true);
     // A refresh in flight on the blocking pool is not waited for: its answer is moot.
     refresher.abort();
+    prober.abort();
     drop(background);
     lock(&state).stop_background();
     result

@@ -3,14 +3,16 @@
 //!
 //! - `nodewatch_exporter_refresh_duration_seconds` (histogram) and
 //!   `nodewatch_exporter_refresh_errors_total`: every refresh, whatever the exporter;
-//! - after each refresh, every configured endpoint is asked for `eth_blockNumber`:
+//! - every `probe_interval_seconds` (default 60), every configured endpoint is asked for
+//!   `eth_blockNumber`, in a request of its own:
 //!   `nodewatch_exporter_rpc_requests_total{endpoint,host}`,
 //!   `nodewatch_exporter_rpc_errors_total{endpoint,host,kind}`,
 //!   `nodewatch_exporter_rpc_endpoint_up{endpoint,host}`,
 //!   `nodewatch_exporter_rpc_block_height{endpoint,host}` and
 //!   `nodewatch_exporter_rpc_head_lag_blocks{endpoint,host}` (blocks behind the highest
 //!   endpoint). The refresh itself only talks to the first endpoint that answers, so a
-//!   lagging or dead fallback would otherwise go unnoticed until it is needed.
+//!   lagging or dead fallback would otherwise go unnoticed until it is needed; the
+//!   refresh keeps its one request.
 //!
 //! `endpoint` is the position in `rpc_urls` and `host` its redacted form, as in
 //! `nodewatch_wallet_rpc_endpoint_up`.
@@ -127,7 +129,7 @@ impl Telemetry {
             let labels = [("endpoint", index.as_str()), ("host", probe.host.as_str())];
             out.counter(
                 "nodewatch_exporter_rpc_requests_total",
-                "Block height probes sent to the endpoint (eth_blockNumber after each refresh).",
+                "Block height probes sent to the endpoint (eth_blockNumber, every probe_interval_seconds).",
                 &labels,
                 probe.requests as f64,
             );

@@ -173,7 +173,7 @@ fn reward_exporter(dir: &Path, anvil: &Anvil, reward: &str) -> WalletExporter {
         format!(
             "rpc_urls = [\"{url}\"]\ninterval_seconds = 1\nretry_seconds = 1\n\
              request_timeout_seconds = 2\nreward_contract = \"{reward}\"\n\
-             period_start_unix = {start}\neth_interval_seconds = 1\n\
+             period_start_unix = {start}\neth_interval_seconds = 1\nprobe_interval_seconds = 1\n\
              [[nodes]]\nname = \"pi-01\"\naddress = \"{BUILDER}\"\n\
              [nodes.eth]\nlocal_command = [\"{cli}\"]\ntimeout_seconds = 3\n\
              [nodes.claim]\nkey_file = \"{key}\"\nthreshold_sitx = 4\n",
@@ -243,8 +243,10 @@ fn every_panel_query_returns_data() {
     let (gateway, lora_node) = lora_pair(dir);
 
     let (anvil, sitx, reward) = chain();
+    let wallet_config = dir.join("wallet-exporter.toml");
+    std::fs::write(&wallet_config, "probe_interval_seconds = 1\n").expect("write");
     let wallet = WalletExporter::start(
-        None,
+        Some(&wallet_config),
         &[
             ("WALLET_ADDRESSES", &format!("pi-01={BUILDER}")),
             ("SCROLL_RPC_URL", &anvil.url),
