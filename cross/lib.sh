@@ -28,8 +28,10 @@ NW_CHROOT_PACKAGES=(
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross
   binutils-aarch64-linux-gnu binutils-arm-linux-gnueabihf
   qemu-user-static ca-certificates file
+  dpkg-dev
 )
-NW_HOST_PACKAGES=(mmdebstrap qemu-user-static binfmt-support file util-linux debian-archive-keyring)
+# python3: the HTTP server of test-aarch64.sh's host-name test.
+NW_HOST_PACKAGES=(mmdebstrap qemu-user-static binfmt-support file util-linux debian-archive-keyring python3)
 
 nw_log() { printf '==> %s\n' "$*" >&2; }
 nw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -110,6 +112,56 @@ nw_ensure_chroot() {
   mv "$NW_XROOT.new" "$NW_XROOT"
   nw_stamp_text >"$NW_STAMP"
   nw_log "chroot created in $(nw_elapsed "$start") ($(du -sh "$NW_XROOT" | cut -f1))"
+}
+
+# The glibc the ARM binaries are linked against: Debian bookworm's (2.36, as Raspberry Pi
+# OS bookworm), not sid's. Linked against sid's, a binary records sid's symbol versions
+# (Rust's std refers to pidfd_spawnp@GLIBC_2.39, weakly but with a hard version need) and
+# would not start on bookworm. bookworm's cross libc packages are unpacked into
+# $NW_GLIBC_DIR in the chroot (their linker scripts pointed there); build.sh links with
+# `-B` and `-rpath-link` to it, so gcc takes crt*.o, libc.so, libm.so from there.
+NW_GLIBC_SUITE=bookworm
+NW_GLIBC_DIR=/opt/nodewatch-glibc-$NW_GLIBC_SUITE
+NW_GLIBC_PACKAGES=(libc6-arm64-cross libc6-dev-arm64-cross libc6-armhf-cross libc6-dev-armhf-cross)
+
+# Unpack bookworm's cross libc into the chroot's $NW_GLIBC_DIR unless done (stamped).
+nw_ensure_glibc_sysroot() {
+  local dir=$NW_XROOT$NW_GLIBC_DIR stamp
+  stamp=$(printf 'suite %s\nmirror %s\npackages %s\n' "$NW_GLIBC_SUITE" "$NW_MIRROR" "${NW_GLIBC_PACKAGES[*]}")
+  if [[ -f $dir/.stamp ]] && [[ $(cat "$dir/.stamp") == "$stamp" ]]; then
+    return 0
+  fi
+  nw_log "unpacking Debian $NW_GLIBC_SUITE's cross glibc into $NW_GLIBC_DIR (chroot)"
+  rm -rf "$dir" "$NW_XROOT/var/lib/nodewatch-glibc"
+  local apt_dir=/var/lib/nodewatch-glibc
+  mkdir -p "$NW_XROOT$apt_dir/lists/partial" "$NW_XROOT$apt_dir/debs" "$dir"
+  echo "deb $NW_MIRROR $NW_GLIBC_SUITE main" >"$NW_XROOT$apt_dir/sources.list"
+  # A separate package list (bookworm's), so the chroot's own (sid) is not touched.
+  local apt_opts=(-q -o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists" -o 'Acquire::Check-Valid-Until=false')
+  nw_chroot_run apt-get "${apt_opts[@]}" update </dev/null >/dev/null
+  # shellcheck disable=SC2016  # expanded by the chroot's sh
+  nw_chroot_run /bin/sh -c 'cd "$1" && shift && exec apt-get "$@"' sh "$apt_dir/debs" \
+    "${apt_opts[@]}" download "${NW_GLIBC_PACKAGES[@]/%//$NW_GLIBC_SUITE}" </dev/null >/dev/null
+  local deb
+  for deb in "$NW_XROOT$apt_dir"/debs/*.deb; do
+    dpkg-deb -x "$deb" "$dir"
+  done
+  # libc.so and friends are linker scripts naming /usr/<triple>/lib/...: point them here.
+  local script
+  while IFS= read -r script; do
+    if head -c 64 "$script" | grep -q 'GNU ld script'; then
+      sed -i "s| /usr/\([a-z0-9_-]*\)/lib/| $NW_GLIBC_DIR/usr/\1/lib/|g" "$script"
+    fi
+  done < <(find "$dir" -name '*.so' -type f)
+  printf '%s\n' "$stamp" >"$dir/.stamp"
+}
+
+# RUSTFLAGS for a target that link against $NW_GLIBC_DIR (see above).
+nw_glibc_rustflags() {
+  local lib
+  lib=$NW_GLIBC_DIR/usr/$(nw_gnu_prefix "$1")/lib
+  echo "-C link-arg=-B$lib/ -C link-arg=-L$lib -C link-arg=-Wl,-rpath-link,$lib"
 }
 
 # Host files the chroot needs at run time: DNS, hosts, and the host's extra CAs (TLS to the
