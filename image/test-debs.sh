@@ -183,7 +183,10 @@ declare -A LIMIT=(
   [$exporters_tree/usr/lib/systemd/system/nodewatch-reward-exporter.service]=$MAX_EXPOSURE_EXPORTER
 )
 printf '%-40s %s\n' unit exposure
-for unit in "${!LIMIT[@]}"; do
+units=("$agent_tree/usr/lib/systemd/system/nodewatch-agent.service"
+  "$exporters_tree/usr/lib/systemd/system/nodewatch-wallet-exporter.service"
+  "$exporters_tree/usr/lib/systemd/system/nodewatch-reward-exporter.service")
+for unit in "${units[@]}"; do
   e=$(exposure "$unit")
   printf '%-40s %s (target <= %s)\n' "${unit##*/}" "${e:-?}" "${LIMIT[$unit]}"
   check "${unit##*/}: exposure ${e:-?} <= ${LIMIT[$unit]}" \
