@@ -291,6 +291,40 @@ impl Config {
     }
 }
 
+/// Checks an RPC URL of an exporter that signs transactions: `https://`, or `http://`
+/// to a loopback host only (127.0.0.0/8, `::1`, `localhost`), so a signed claim or the
+/// answers it is built from never cross a network in clear. `setting` names the key.
+pub fn check_rpc_url(setting: &str, url: &str) -> Result<(), ConfigError> {
+    let shown = crate::rpc::redact(url);
+    let lower = url.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(());
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(invalid(setting, format!("{shown} is not an https:// URL")));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(invalid(
+            setting,
+            format!(
+                "{shown}: plain http:// is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); use https://"
+            ),
+        ))
+    }
+}
+
 /// Parses the TOML file; errors name the file, line and column.
 pub fn parse_file(text: &str, path: &str) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse {
@@ -438,6 +472,35 @@ mod tests {
         ] {
             let e = Config::resolve(FileConfig::default(), &env(&pairs)).expect_err("invalid");
             assert!(e.to_string().contains(setting), "{setting}: {e}");
+        }
+    }
+
+    #[test]
+    fn rpc_urls_need_https_unless_loopback() {
+        for good in [
+            "https://rpc.scroll.io",
+            "HTTPS://rpc.example/key",
+            "http://127.0.0.1:8545",
+            "http://127.3.2.1",
+            "http://[::1]:8545/",
+            "http://localhost:8545",
+            "http://user:pw@localhost/x",
+        ] {
+            check_rpc_url("rpc_urls[0]", good).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
+        for bad in [
+            "http://rpc.scroll.io",
+            "http://10.0.0.5:8545",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "http://localhost@evil.example/",
+            "ws://127.0.0.1",
+            "rpc.scroll.io",
+        ] {
+            let e = check_rpc_url("rpc_urls[2]", bad)
+                .expect_err(bad)
+                .to_string();
+            assert!(e.starts_with("rpc_urls[2]"), "{bad}: {e}");
         }
     }
 

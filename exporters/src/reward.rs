@@ -47,9 +47,8 @@ sol! {
 /// The BlockBuilderReward contract on Scroll mainnet (design §3).
 pub const REWARD_CONTRACT: &str = "0xFe9Fca6e5AE58E6F06873D2beFB658424Ae07109";
 
-/// A claim sent but not mined after this long is counted as dropped, and may be sent
-/// again.
-const CLAIM_PENDING_TIMEOUT: Duration = Duration::from_secs(600);
+/// Where the pending claims are kept: the package's StateDirectory.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/nodewatch-exporters";
 
 /// The TOML file; see `config/reward-exporter.toml`.
 #[derive(Debug, Deserialize)]
@@ -85,6 +84,8 @@ pub struct RewardFile {
     pub eth_interval_seconds: Option<u64>,
     /// The SSH client (default `ssh`, found on PATH).
     pub ssh_program: Option<String>,
+    /// Where pending claims are kept (default `/var/lib/nodewatch-exporters`).
+    pub state_dir: Option<String>,
     /// The builders.
     pub nodes: Vec<RewardNode>,
 }
@@ -187,12 +188,19 @@ impl RewardConfig {
         let rpc_urls = file
             .rpc_urls
             .unwrap_or_else(|| vec![DEFAULT_RPC_URL.into()]);
-        if rpc_urls.is_empty()
-            || rpc_urls
-                .iter()
-                .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
-        {
-            return Err(invalid("rpc_urls", "one or more http(s) URLs".into()));
+        if rpc_urls.is_empty() {
+            return Err(invalid("rpc_urls", "one or more https:// URLs".into()));
+        }
+        for (i, url) in rpc_urls.iter().enumerate() {
+            crate::config::check_rpc_url(&format!("rpc_urls[{i}]"), url)?;
+        }
+        let state_dir =
+            std::path::PathBuf::from(file.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+        if !state_dir.is_absolute() {
+            return Err(invalid(
+                "state_dir",
+                format!("{} is not an absolute path", state_dir.display()),
+            ));
         }
         let period_seconds = file.period_seconds.unwrap_or(604_800);
         let seconds = |name: &str, v: u64| {
@@ -232,7 +240,7 @@ impl RewardConfig {
             let claim = n
                 .claim
                 .as_ref()
-                .map(|c| ClaimConfig::resolve(i, builder, c))
+                .map(|c| ClaimConfig::resolve(i, builder, c, &state_dir))
                 .transpose()?;
             nodes.push(NodeConfig {
                 name,
@@ -319,10 +327,14 @@ struct EthState {
 /// A node's auto-claim, as it went.
 #[derive(Debug, Default)]
 struct ClaimState {
-    /// (transaction hash, sent at, sITX claimed).
-    pending: Option<(String, Instant, f64)>,
+    /// A claim is pending in the state dir.
+    pending: bool,
     dry_runs: u64,
     sent: u64,
+    /// Versions sent at the same nonce with higher fees.
+    replacements: u64,
+    /// Claims not sent, by the ceiling they exceeded.
+    refused: BTreeMap<&'static str, u64>,
     confirmed: u64,
     claimed_sitx: f64,
     failures: BTreeMap<&'static str, u64>,
@@ -373,6 +385,7 @@ impl RewardState {
             claims: (0..n)
                 .map(|_| ClaimState {
                     failures: claim::FAILURE_STAGES.iter().map(|k| (*k, 0)).collect(),
+                    refused: claim::REFUSAL_REASONS.iter().map(|k| (*k, 0)).collect(),
                     ..ClaimState::default()
                 })
                 .collect(),
@@ -595,42 +608,63 @@ impl RewardState {
             let (Some(settings), Some(per_period)) = (&node.claim, &claimable[n]) else {
                 continue;
             };
-            let pending = lock(state).claims[n].pending.clone();
-            if let Some((hash, sent_at, amount)) = pending {
-                match claim::receipt(client, url, &hash) {
-                    Ok(Some(true)) => {
-                        tracing::info!(node = %node.name, tx = %hash, sitx = amount, "claim mined");
-                        let mut s = lock(state);
-                        let c = &mut s.claims[n];
-                        c.pending = None;
+            // A pending claim is followed by its nonce; no new one while it is there.
+            // A dry run sends nothing, not even a pending claim's re-send or replacement.
+            let followed = if settings.dry_run {
+                Ok(claim::Followed::NoClaim)
+            } else {
+                claim::follow(client, url, config.chain_id, config.contract, settings)
+            };
+            {
+                let mut s = lock(state);
+                let c = &mut s.claims[n];
+                match &followed {
+                    Ok(claim::Followed::NoClaim) => {}
+                    Ok(claim::Followed::Mined {
+                        hash,
+                        ok: true,
+                        sitx,
+                    }) => {
+                        tracing::info!(node = %node.name, tx = %hash, sitx, "claim mined");
                         c.confirmed += 1;
-                        c.claimed_sitx += amount;
+                        c.claimed_sitx += sitx;
                         c.last_ok = Some(true);
+                        c.last_error = None;
                     }
-                    Ok(Some(false)) => {
+                    Ok(claim::Followed::Mined {
+                        hash, ok: false, ..
+                    }) => {
                         tracing::warn!(node = %node.name, tx = %hash, "claim reverted");
-                        let mut s = lock(state);
-                        let c = &mut s.claims[n];
-                        c.pending = None;
                         *c.failures.entry("reverted").or_insert(0) += 1;
                         c.last_ok = Some(false);
                         c.last_error = Some(format!("transaction {hash} reverted"));
                     }
-                    Ok(None) if sent_at.elapsed() >= CLAIM_PENDING_TIMEOUT => {
-                        tracing::warn!(node = %node.name, tx = %hash, "claim not mined in time: dropped");
-                        let mut s = lock(state);
-                        let c = &mut s.claims[n];
-                        c.pending = None;
+                    Ok(claim::Followed::Superseded { nonce }) => {
+                        tracing::warn!(node = %node.name, nonce, "claim dropped: its nonce was used by another transaction");
                         *c.failures.entry("dropped").or_insert(0) += 1;
                         c.last_ok = Some(false);
-                        c.last_error = Some(format!("transaction {hash} not mined in time"));
+                        c.last_error = Some(format!(
+                            "nonce {nonce} was used by another transaction: claim dropped"
+                        ));
                     }
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!(node = %node.name, tx = %hash, error = %e, "cannot read the claim's receipt");
-                        continue;
+                    Ok(claim::Followed::Waiting { hash, resent }) => {
+                        if *resent {
+                            tracing::info!(node = %node.name, tx = %hash, "pending claim unknown to the node: sent the same transaction again");
+                        }
                     }
+                    Ok(claim::Followed::Replaced {
+                        hash,
+                        nonce,
+                        max_fee_per_gas,
+                    }) => {
+                        tracing::info!(node = %node.name, tx = %hash, nonce, max_fee_per_gas, "claim stuck: replaced at the same nonce with higher fees");
+                        c.replacements += 1;
+                    }
+                    Err(e) => Self::claim_failed(&node.name, c, e),
                 }
+                c.pending = settings.state_file.exists();
+            }
+            if followed != Ok(claim::Followed::NoClaim) {
                 // The claimed periods read 0 from the next refresh on.
                 continue;
             }
@@ -653,6 +687,7 @@ impl RewardState {
                 config.contract,
                 &settings.key,
                 &periods,
+                &settings.limits,
             )
             .and_then(|prepared| {
                 if settings.dry_run {
@@ -671,7 +706,7 @@ impl RewardState {
                     );
                     Ok(None)
                 } else {
-                    claim::send(client, url, &prepared).map(Some)
+                    claim::send_new(client, url, settings, &prepared, &periods, amount).map(Some)
                 }
             });
             let mut s = lock(state);
@@ -691,16 +726,28 @@ impl RewardState {
                     );
                     c.sent += 1;
                     c.last_ok = Some(true);
-                    c.pending = Some((hash, Instant::now(), amount));
+                    c.last_error = None;
                 }
-                Err(e) => {
-                    tracing::warn!(node = %node.name, error = %e, "claim failed");
-                    *c.failures.entry(e.stage()).or_insert(0) += 1;
-                    c.last_ok = Some(false);
-                    c.last_error = Some(e.to_string());
-                }
+                Err(e) => Self::claim_failed(&node.name, c, &e),
+            }
+            c.pending = settings.state_file.exists();
+        }
+    }
+
+    /// Counts and logs a failed or refused claim step.
+    fn claim_failed(node: &str, c: &mut ClaimState, e: &claim::ClaimError) {
+        match e {
+            claim::ClaimError::Refused(refusal) => {
+                tracing::warn!(node = %node, reason = refusal.reason, error = %refusal.message, "claim refused: not sent");
+                *c.refused.entry(refusal.reason).or_insert(0) += 1;
+            }
+            _ => {
+                tracing::warn!(node = %node, error = %e, "claim failed");
+                *c.failures.entry(e.stage()).or_insert(0) += 1;
             }
         }
+        c.last_ok = Some(false);
+        c.last_error = Some(e.to_string());
     }
 
     /// One run of node `node`'s ETH source (blocking). Returns at once if a run of that
@@ -994,16 +1041,30 @@ impl RewardState {
             for (stage, count) in &c.failures {
                 out.counter(
                     "nodewatch_reward_claim_failures_total",
-                    "Failed claims by stage (prepare, sign, send, reverted, dropped).",
+                    "Failed claims by stage (prepare, sign, state, send, reverted, dropped).",
                     &[("node", name), ("stage", stage)],
                     *count as f64,
                 );
             }
+            for (reason, count) in &c.refused {
+                out.counter(
+                    "nodewatch_reward_claim_refused_total",
+                    "Claims not sent because the fee per gas or the total cost was over its ceiling.",
+                    &[("node", name), ("reason", reason)],
+                    *count as f64,
+                );
+            }
+            out.counter(
+                "nodewatch_reward_claim_replacements_total",
+                "Stuck claims replaced at the same nonce with higher fees.",
+                &[("node", name)],
+                c.replacements as f64,
+            );
             out.gauge(
                 "nodewatch_reward_claim_pending",
-                "1 while a sent claim waits to be mined.",
+                "1 while a signed claim waits to be mined (kept in the state dir).",
                 &[("node", name)],
-                if c.pending.is_some() { 1.0 } else { 0.0 },
+                if c.pending { 1.0 } else { 0.0 },
             );
         }
         out.families

@@ -6,7 +6,9 @@
 //! - the ETH source, the INTMAX CLI over SSH against a real OpenSSH server on loopback
 //!   (and locally), with a stub CLI wrapper printing the real CLI's output shape;
 //! - auto-claim: tokens move on anvil when enabled, a dry run sends nothing, a key file
-//!   readable by others is refused.
+//!   readable by others is refused; a restart mid-claim sends no second transaction, a
+//!   stuck claim is replaced at the same nonce (anvil mining by hand), a fee over the
+//!   ceiling is refused.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,7 +21,7 @@ use nodewatch_tests::evm::{
     Anvil, Artifact, RpcProxy, WalletExporter, address_word, exporter_binary, word,
 };
 use nodewatch_tests::ssh::SshServer;
-use nodewatch_tests::{Child, parse_samples, promtool_check_metrics, wait_until};
+use nodewatch_tests::{Child, get_text, parse_samples, promtool_check_metrics, wait_until};
 
 const P1: &str = "0x1111111111111111111111111111111111111111";
 const P2: &str = "0x2222222222222222222222222222222222222222";
@@ -565,13 +567,64 @@ fn key_file(dir: &Path, mode: u32) -> PathBuf {
     path
 }
 
+/// A claim config; pending claims are kept in `state/` beside the key file.
 fn claim_config(proxy: &RpcProxy, chain: &Chain, key: &Path, extra: &str) -> String {
     format!(
-        "{}[[nodes]]\nname = \"builder\"\naddress = \"{BUILDER}\"\n\
+        "{}state_dir = \"{}\"\n[[nodes]]\nname = \"builder\"\naddress = \"{BUILDER}\"\n\
          [nodes.claim]\nkey_file = \"{}\"\nthreshold_sitx = 4\n{extra}",
         config_head(proxy, chain, 3),
+        state_dir(key).display(),
         key.display()
     )
+}
+
+fn state_dir(key: &Path) -> PathBuf {
+    key.parent().unwrap().join("state")
+}
+
+/// The builder's pending claim as the exporter keeps it, if any.
+fn pending_claim(key: &Path) -> Option<serde_json::Value> {
+    let path = state_dir(key).join(format!("claim-{}.json", BUILDER.to_lowercase()));
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+/// Every distinct signed transaction the exporter sent (a re-send of the same bytes is
+/// one).
+fn distinct_raw_transactions(proxy: &RpcProxy) -> Vec<String> {
+    let mut raws: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|r| r.body["method"] == "eth_sendRawTransaction")
+        .map(|r| r.body["params"][0].as_str().unwrap().to_string())
+        .collect();
+    raws.sort();
+    raws.dedup();
+    raws
+}
+
+/// The builder's nonce at `tag` ("latest": mined; "pending": with the pool).
+fn builder_nonce(chain: &Chain, tag: &str) -> u64 {
+    let n = chain
+        .anvil
+        .rpc("eth_getTransactionCount", serde_json::json!([BUILDER, tag]))
+        .unwrap();
+    u64::from_str_radix(n.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+fn mine_by_hand(chain: &Chain) {
+    chain
+        .anvil
+        .rpc("evm_setAutomine", serde_json::json!([false]))
+        .unwrap();
+}
+
+fn mine(chain: &Chain) {
+    chain.anvil.rpc("evm_mine", serde_json::json!([])).unwrap();
+}
+
+fn metric(body: &str, name: &str) -> f64 {
+    samples(body).get(name).copied().unwrap_or(f64::NAN)
 }
 
 fn raw_transactions(proxy: &RpcProxy) -> usize {
@@ -706,4 +759,312 @@ fn auto_claim_refuses_a_key_file_others_can_read() {
         "{log}"
     );
     assert!(!log.contains(&BUILDER_KEY[2..]), "the key is in the log");
+}
+
+#[test]
+fn restart_mid_claim_sends_no_second_transaction() {
+    let (chain, token) = claim_chain();
+    mine_by_hand(&chain);
+    let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0o600);
+    let config = claim_config(&proxy, &chain, &key, "dry_run = false\n");
+    let exporter = start_exporter(dir.path(), &config);
+    exporter
+        .wait_for("the claim sent", |b| {
+            metric(b, "nodewatch_reward_claims_sent_total{node=\"builder\"}") == 1.0
+        })
+        .unwrap();
+    let claim = pending_claim(&key).expect("the claim is kept in the state dir");
+    assert_eq!(claim["nonce"], 0, "{claim}");
+    let hash = claim["hashes"][0].as_str().unwrap().to_string();
+    // The exporter dies mid-claim, and the node forgets the transaction meanwhile (the
+    // worst case: nothing on chain or in the pool says a claim is in flight).
+    let mut child = exporter.child;
+    child.signal(nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert!(child.wait_timeout(Duration::from_secs(10)).is_some());
+    chain
+        .anvil
+        .rpc("anvil_dropAllTransactions", serde_json::json!([]))
+        .unwrap();
+    assert_eq!(builder_nonce(&chain, "pending"), 0, "the pool still has it");
+
+    let exporter = start_exporter(dir.path(), &config);
+    assert!(
+        wait_until(Duration::from_secs(30), || builder_nonce(&chain, "pending")
+            == 1),
+        "the pending claim was not sent again; log:\n{}",
+        exporter.child.log()
+    );
+    // Refreshes go on while it waits: the claimable sITX still reads 5, and yet no new
+    // claim is signed.
+    let requests = metric(
+        &exporter.metrics().unwrap(),
+        "nodewatch_reward_rpc_requests_total",
+    );
+    exporter
+        .wait_for("two more refreshes", |b| {
+            metric(b, "nodewatch_reward_rpc_requests_total") >= requests + 2.0
+        })
+        .unwrap();
+    assert_eq!(
+        distinct_raw_transactions(&proxy).len(),
+        1,
+        "a second transaction was signed"
+    );
+    mine(&chain);
+    let body = exporter
+        .wait_for("the claim mined", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
+            ) == 1.0
+        })
+        .unwrap();
+    assert_eq!(
+        metric(
+            &body,
+            "nodewatch_reward_claims_sent_total{node=\"builder\"}"
+        ),
+        0.0,
+        "the restarted exporter signed a new claim"
+    );
+    assert_eq!(
+        metric(&body, "nodewatch_reward_claim_pending{node=\"builder\"}"),
+        0.0
+    );
+    let receipt = chain
+        .anvil
+        .rpc("eth_getTransactionReceipt", serde_json::json!([hash]))
+        .unwrap();
+    assert_eq!(receipt["status"], "0x1", "{receipt}");
+    assert!(
+        pending_claim(&key).is_none(),
+        "the state file outlived the claim"
+    );
+    // Nothing more, however long it runs.
+    std::thread::sleep(Duration::from_secs(3));
+    mine(&chain);
+    assert_eq!(builder_nonce(&chain, "pending"), 1);
+    assert_eq!(distinct_raw_transactions(&proxy).len(), 1);
+    assert_eq!(chain.balance_of(&token, BUILDER), 5 * E18);
+    assert!(
+        exporter
+            .child
+            .log()
+            .contains("sent the same transaction again"),
+        "{}",
+        exporter.child.log()
+    );
+}
+
+#[test]
+fn stuck_claim_is_replaced_at_the_same_nonce() {
+    let (chain, token) = claim_chain();
+    mine_by_hand(&chain);
+    let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0o600);
+    let exporter = start_exporter(
+        dir.path(),
+        &claim_config(
+            &proxy,
+            &chain,
+            &key,
+            "dry_run = false\nreplace_after_seconds = 2\nmax_fee_per_gas_gwei = 100\n\
+             max_claim_cost_eth = 0.05\n",
+        ),
+    );
+    let mut first = None;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            first = pending_claim(&key);
+            first.is_some()
+        }),
+        "no claim; log:\n{}",
+        exporter.child.log()
+    );
+    let first = first.unwrap();
+    let first_hash = first["hashes"][0].as_str().unwrap().to_string();
+    let first_fee = first["max_fee_per_gas"].as_u64().unwrap();
+    exporter
+        .wait_for("a replacement", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claim_replacements_total{node=\"builder\"}",
+            ) >= 1.0
+        })
+        .unwrap();
+    let replaced = pending_claim(&key).unwrap();
+    assert_eq!(replaced["nonce"], 0, "{replaced}");
+    let hashes = replaced["hashes"].as_array().unwrap();
+    assert!(
+        hashes.len() >= 2 && hashes[0] == first_hash.as_str(),
+        "{replaced}"
+    );
+    let newest = hashes.last().unwrap().as_str().unwrap().to_string();
+    let tx = chain
+        .anvil
+        .rpc("eth_getTransactionByHash", serde_json::json!([newest]))
+        .unwrap();
+    assert_eq!(tx["nonce"], "0x0", "{tx}");
+    let fee = u64::from_str_radix(
+        tx["maxFeePerGas"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    assert!(fee > first_fee + first_fee / 10, "{fee} vs {first_fee}");
+    // One transaction in the pool: the replacement took the old one's place.
+    assert_eq!(builder_nonce(&chain, "pending"), 1);
+
+    mine(&chain);
+    let body = exporter
+        .wait_for("the claim mined", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
+            ) == 1.0
+        })
+        .unwrap();
+    assert_eq!(
+        metric(
+            &body,
+            "nodewatch_reward_claims_sent_total{node=\"builder\"}"
+        ),
+        1.0
+    );
+    assert_eq!(builder_nonce(&chain, "latest"), 1);
+    assert_eq!(chain.balance_of(&token, BUILDER), 5 * E18);
+    let receipt = chain
+        .anvil
+        .rpc("eth_getTransactionReceipt", serde_json::json!([first_hash]))
+        .unwrap();
+    assert!(
+        receipt.is_null(),
+        "the replaced version was mined: {receipt}"
+    );
+    let versions = distinct_raw_transactions(&proxy).len();
+    // Never followed by a second nonce.
+    std::thread::sleep(Duration::from_secs(4));
+    mine(&chain);
+    assert_eq!(builder_nonce(&chain, "pending"), 1);
+    assert_eq!(distinct_raw_transactions(&proxy).len(), versions);
+    assert!(pending_claim(&key).is_none());
+}
+
+#[test]
+fn fee_above_ceiling_is_refused() {
+    let (chain, token) = claim_chain();
+    let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0o600);
+    // anvil's base fee is near 1 gwei: far over a ceiling of 0.001 gwei.
+    let exporter = start_exporter(
+        dir.path(),
+        &claim_config(
+            &proxy,
+            &chain,
+            &key,
+            "dry_run = false\nmax_fee_per_gas_gwei = 0.001\n",
+        ),
+    );
+    let body = exporter
+        .wait_for("two refusals", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claim_refused_total{node=\"builder\",reason=\"fee_per_gas\"}",
+            ) >= 2.0
+        })
+        .unwrap();
+    assert_eq!(
+        metric(
+            &body,
+            "nodewatch_reward_claim_refused_total{node=\"builder\",reason=\"total_cost\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &body,
+            "nodewatch_reward_claims_sent_total{node=\"builder\"}"
+        ),
+        0.0
+    );
+    let health: serde_json::Value =
+        serde_json::from_str(&get_text(&exporter.url("/api/health/detailed")).unwrap()).unwrap();
+    let component = &health["collectors"]["reward_claim:builder"];
+    assert_eq!(component["ok"], false, "{health}");
+    let reason = component["last_error"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("fee_per_gas") && reason.contains("max_fee_per_gas_gwei"),
+        "{health}"
+    );
+    let log = exporter.child.log();
+    assert!(
+        log.contains("claim refused") && log.contains("max_fee_per_gas_gwei"),
+        "{log}"
+    );
+    let (ok, lines) = promtool_check_metrics(&exporter.metrics().unwrap()).unwrap();
+    assert!(ok && lines.is_empty(), "promtool: {lines:?}");
+    drop(exporter);
+
+    // The fee fits, the worst-case total does not.
+    let exporter = start_exporter(
+        dir.path(),
+        &claim_config(
+            &proxy,
+            &chain,
+            &key,
+            "dry_run = false\nmax_fee_per_gas_gwei = 100\nmax_claim_cost_eth = 0.00001\n",
+        ),
+    );
+    exporter
+        .wait_for("a refusal over the total", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claim_refused_total{node=\"builder\",reason=\"total_cost\"}",
+            ) >= 1.0
+        })
+        .unwrap();
+    let health = get_text(&exporter.url("/api/health/detailed")).unwrap();
+    assert!(health.contains("max_claim_cost_eth"), "{health}");
+    assert_eq!(raw_transactions(&proxy), 0, "a refused claim was sent");
+    assert_eq!(builder_nonce(&chain, "pending"), 0);
+    assert_eq!(chain.balance_of(&token, BUILDER), 0);
+    assert!(pending_claim(&key).is_none());
+}
+
+#[test]
+fn plain_http_rpc_url_is_refused_unless_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("reward-exporter.toml");
+    // Never contacted: the exporter refuses the setting before any request.
+    std::fs::write(
+        &config,
+        format!(
+            "rpc_urls = [\"http://127.0.0.1:9\", \"http://rpc.example.invalid/key\"]\n\
+             period_start_unix = 1\n[[nodes]]\nname = \"builder\"\naddress = \"{BUILDER}\"\n"
+        ),
+    )
+    .unwrap();
+    let config_arg = format!("--config={}", config.display());
+    let mut child = Child::spawn(
+        "nodewatch-reward-exporter",
+        &reward_binary(),
+        &["--web.listen-address=127.0.0.1:0", &config_arg],
+        &[],
+    )
+    .unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the exporter should refuse to start");
+    assert_eq!(status.code(), Some(78), "{}", child.log());
+    let log = child.log();
+    assert!(
+        log.contains("rpc_urls[1]") && log.contains("https://") && !log.contains("/key"),
+        "{log}"
+    );
 }
