@@ -285,6 +285,9 @@ pub enum Fault {
     Delay(u64),
     /// Answers `eth_chainId` with 1 (Ethereum mainnet); forwards the rest.
     WrongChain,
+    /// Forwards `eth_sendRawTransaction` at once but answers it only after this many
+    /// milliseconds (a send whose result the client never learns); the rest as `None`.
+    DelaySendAnswer(u64),
 }
 
 /// One request the proxy saw.
@@ -411,6 +414,13 @@ fn serve_one(
             json!({"jsonrpc": "2.0", "id": body["id"], "result": "0x1"}).to_string(),
         ),
         Fault::WrongChain => ("200 OK", String::new(), forward(&body)?),
+        Fault::DelaySendAnswer(ms) => {
+            let reply = forward(&body)?;
+            if body["method"] == "eth_sendRawTransaction" {
+                std::thread::sleep(Duration::from_millis(ms));
+            }
+            ("200 OK", String::new(), reply)
+        }
     };
     let mut stream = stream;
     let _ = write!(

@@ -1068,3 +1068,38 @@ fn plain_http_rpc_url_is_refused_unless_loopback() {
         "{log}"
     );
 }
+
+#[test]
+fn send_with_unknown_result_is_followed_not_repeated() {
+    let (chain, token) = claim_chain();
+    let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
+    // anvil gets and mines the claim, but its answer comes after the exporter's 2 s
+    // request timeout: the exporter cannot know whether it was sent.
+    proxy.set_fault(nodewatch_tests::evm::Fault::DelaySendAnswer(3000));
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0o600);
+    let exporter = start_exporter(
+        dir.path(),
+        &claim_config(&proxy, &chain, &key, "dry_run = false\n"),
+    );
+    let body = exporter
+        .wait_for("the claim found mined", |b| {
+            metric(
+                b,
+                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
+            ) == 1.0
+        })
+        .unwrap();
+    assert!(
+        metric(
+            &body,
+            "nodewatch_reward_claim_failures_total{node=\"builder\",stage=\"send\"}"
+        ) >= 1.0,
+        "the send did not time out: {body}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(builder_nonce(&chain, "pending"), 1);
+    assert_eq!(distinct_raw_transactions(&proxy).len(), 1);
+    assert_eq!(chain.balance_of(&token, BUILDER), 5 * E18);
+    assert!(pending_claim(&key).is_none());
+}
