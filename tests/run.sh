@@ -88,6 +88,12 @@ git ls-files -z -- '*.sh' 'image/rootfs/usr/libexec/nodewatch-image/*' 'image/de
 log "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+log "cargo deny (licenses, bans, sources)"
+# deny.toml says what is allowed and why. Offline: these three checks need no advisory
+# database. 0.20.2 builds with rustc 1.88 and later.
+command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
+cargo deny --offline --locked check licenses bans sources
+
 log "cargo test (unit and end-to-end)"
 cargo test --locked --workspace --no-fail-fast
 
