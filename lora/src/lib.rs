@@ -21,4 +21,4 @@ pub mod radio;
 pub mod replay;
 pub mod sequence;
 
-mod persist;
+pub mod persist;

@@ -39,8 +39,32 @@ struct Node {
     agent: Agent,
     textfile: PathBuf,
     config: PathBuf,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
+
+impl Node {
+    /// Kills the node as a power cut would.
+    fn kill(&mut self) {
+        self.agent
+            .child
+            .signal(nix::sys::signal::Signal::SIGKILL)
+            .expect("kill node");
+        self.agent
+            .child
+            .wait_timeout(Duration::from_secs(10))
+            .expect("node exited");
+    }
+
+    /// Starts the node again with its config and state.
+    fn restart(&mut self) {
+        self.agent = Agent::start(&common::strs(&self.args)).expect("node agent");
+    }
+}
+
+/// Short timings for the restart and silence tests: a fast modulation, no duty-cycle
+/// limit, so heartbeats every second or two fit.
+const FAST_AIR: &str = "\n[lora.radio.modulation]\nspreading_factor = 7\n";
 
 fn set_condition(textfile: &Path, value: u32) {
     let tmp = textfile.join(".condition.prom.tmp");
@@ -53,6 +77,16 @@ fn set_condition(textfile: &Path, value: u32) {
 }
 
 fn start_node(node_port: u16, gateway_port: u16) -> Node {
+    start_node_with(
+        node_port,
+        gateway_port,
+        "heartbeat_interval_secs = 3600",
+        "",
+    )
+}
+
+/// A node whose `[lora]` section gets `lora_extra`, and whose config ends with `tail`.
+fn start_node_with(node_port: u16, gateway_port: u16, lora_extra: &str, tail: &str) -> Node {
     let dir = tempfile::tempdir().expect("tempdir");
     let textfile = dir.path().join("textfile");
     std::fs::create_dir(&textfile).expect("mkdir");
@@ -80,14 +114,14 @@ summary = "The test condition tripped"
 [lora]
 enabled = true
 network_key_file = "{key}"
-heartbeat_interval_secs = 3600
+{lora_extra}
 ack_timeout_secs = 1
 
 [lora.radio]
 kind = "udp"
 udp_bind = "127.0.0.1:{node_port}"
 udp_peers = ["127.0.0.1:{gateway_port}"]
-"#,
+{tail}"#,
             state = dir.path().join("state").display(),
             key = key.display(),
         ),
@@ -101,6 +135,7 @@ udp_peers = ["127.0.0.1:{gateway_port}"]
         agent,
         textfile,
         config,
+        args: all,
         _dir: dir,
     }
 }
@@ -111,10 +146,30 @@ fn start_gateway(
     alertmanager: &str,
 ) -> (Agent, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let textfile = dir.path().join("textfile");
-    std::fs::create_dir(&textfile).expect("mkdir");
-    let key = key_file(dir.path());
-    let config = dir.path().join("gateway.toml");
+    let agent = start_gateway_in(
+        dir.path(),
+        gateway_port,
+        node_port,
+        alertmanager,
+        "repost_interval_secs = 5",
+        "",
+    );
+    (agent, dir)
+}
+
+/// A gateway with its config and state in `dir` (so it can be restarted on them).
+fn start_gateway_in(
+    dir: &Path,
+    gateway_port: u16,
+    node_port: u16,
+    alertmanager: &str,
+    lora_extra: &str,
+    tail: &str,
+) -> Agent {
+    let textfile = dir.join("textfile");
+    let _ = std::fs::create_dir(&textfile);
+    let key = key_file(dir);
+    let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
         format!(
@@ -129,7 +184,7 @@ enabled = true
 gateway = true
 network_key_file = "{key}"
 alertmanager_urls = ["{alertmanager}"]
-repost_interval_secs = 5
+{lora_extra}
 
 [[lora.nodes]]
 name = "pi-a"
@@ -138,18 +193,15 @@ name = "pi-a"
 kind = "udp"
 udp_bind = "127.0.0.1:{gateway_port}"
 udp_peers = ["127.0.0.1:{node_port}"]
-"#,
-            state = dir.path().join("state").display(),
+{tail}"#,
+            state = dir.join("state").display(),
             key = key.display(),
         ),
     )
     .expect("write config");
     let mut all = vec!["--config".to_string(), config.display().to_string()];
     all.extend(common::agent_fixture_args(&fixture("linux"), &textfile));
-    (
-        Agent::start(&common::strs(&all)).expect("gateway agent"),
-        dir,
-    )
+    Agent::start(&common::strs(&all)).expect("gateway agent")
 }
 
 fn metric(agent: &Agent, series: &str) -> Option<f64> {
@@ -301,4 +353,195 @@ fn alert_travels_node_to_gateway_to_alertmanager_and_resolves() {
             "{side}: promtool findings on LoRa families: {ours:?}"
         );
     }
+}
+
+/// The alerts Alertmanager holds as active.
+fn active_in_alertmanager(alertmanager: &Alertmanager, alertname: &str) -> Vec<serde_json::Value> {
+    alertmanager
+        .alerts()
+        .expect("alerts")
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == alertname && a["status"]["state"] == "active")
+        .collect()
+}
+
+fn resolved_notifications(sink: &WebhookSink, alertname: &str) -> usize {
+    sink.received()
+        .iter()
+        .flat_map(|n| n.body["alerts"].as_array().cloned().unwrap_or_default())
+        .filter(|a| a["status"] == "resolved" && a["labels"]["alertname"] == alertname)
+        .count()
+}
+
+#[test]
+fn gateway_restart_keeps_firing_alerts() {
+    const NODE_TIMEOUT_SECS: u64 = 10;
+    const REPOST_INTERVAL_SECS: u64 = 1;
+    let sink = WebhookSink::start().expect("sink");
+    let alertmanager = Alertmanager::start(&sink.url).expect("alertmanager");
+    let (node_port, gateway_port) = (free_udp_port(), free_udp_port());
+    let gateway_dir = tempfile::tempdir().expect("tempdir");
+    let gateway_lora = format!(
+        "repost_interval_secs = {REPOST_INTERVAL_SECS}\nnode_timeout_secs = {NODE_TIMEOUT_SECS}\nduty_cycle_percent = 100"
+    );
+    let start_gateway = || {
+        start_gateway_in(
+            gateway_dir.path(),
+            gateway_port,
+            node_port,
+            &alertmanager.url(),
+            &gateway_lora,
+            FAST_AIR,
+        )
+    };
+    let mut gateway = start_gateway();
+    let node = start_node_with(
+        node_port,
+        gateway_port,
+        "heartbeat_interval_secs = 2\nduty_cycle_percent = 100",
+        FAST_AIR,
+    );
+    let logs = |gateway: &Agent| {
+        format!(
+            "node log:\n{}\ngateway log:\n{}",
+            node.agent.child.log(),
+            gateway.child.log()
+        )
+    };
+
+    set_condition(&node.textfile, 1);
+    let is_ours = |a: &serde_json::Value| a["labels"]["alertname"] == "ConditionTripped";
+    sink.wait_for_alert("firing", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&gateway)));
+
+    // A power cut on the gateway: no chance to save anything at exit.
+    gateway
+        .child
+        .signal(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill gateway");
+    gateway
+        .child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("gateway exited");
+    // Every endsAt the old gateway posted (last heard + timeout + three re-posts)
+    // lies before this.
+    let old_ends_passed = std::time::Instant::now()
+        + Duration::from_secs(NODE_TIMEOUT_SECS + 3 * REPOST_INTERVAL_SECS + 2);
+    gateway = start_gateway();
+
+    while std::time::Instant::now() < old_ends_passed {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let active = active_in_alertmanager(&alertmanager, "ConditionTripped");
+    assert_eq!(
+        active.len(),
+        1,
+        "the alert ended across the gateway restart: {active:?}\n{}",
+        logs(&gateway)
+    );
+    assert_eq!(active[0]["labels"]["node"], "pi-a");
+    assert_eq!(
+        resolved_notifications(&sink, "ConditionTripped"),
+        0,
+        "a resolution was notified across the restart\n{}",
+        logs(&gateway)
+    );
+    assert!(
+        active_in_alertmanager(&alertmanager, "LoraNodeSilent").is_empty(),
+        "the node is heard: it is not silent"
+    );
+
+    // It still resolves normally.
+    set_condition(&node.textfile, 0);
+    sink.wait_for_alert("resolved", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&gateway)));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            active_in_alertmanager(&alertmanager, "ConditionTripped").is_empty()
+        }),
+        "still active after its resolution"
+    );
+}
+
+#[test]
+fn silent_node_keeps_alerts_and_raises_lora_node_silent() {
+    const NODE_TIMEOUT_SECS: u64 = 4;
+    let sink = WebhookSink::start().expect("sink");
+    let alertmanager = Alertmanager::start(&sink.url).expect("alertmanager");
+    let (node_port, gateway_port) = (free_udp_port(), free_udp_port());
+    let gateway_dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway_in(
+        gateway_dir.path(),
+        gateway_port,
+        node_port,
+        &alertmanager.url(),
+        &format!(
+            "repost_interval_secs = 1\nnode_timeout_secs = {NODE_TIMEOUT_SECS}\nduty_cycle_percent = 100"
+        ),
+        FAST_AIR,
+    );
+    let mut node = start_node_with(
+        node_port,
+        gateway_port,
+        "heartbeat_interval_secs = 1\nduty_cycle_percent = 100",
+        FAST_AIR,
+    );
+    let logs = |node: &Node| {
+        format!(
+            "node log:\n{}\ngateway log:\n{}",
+            node.agent.child.log(),
+            gateway.child.log()
+        )
+    };
+    let silent_series = "nodewatch_lora_node_silent{node=\"pi-a\"}";
+
+    set_condition(&node.textfile, 1);
+    let is_ours = |a: &serde_json::Value| a["labels"]["alertname"] == "ConditionTripped";
+    sink.wait_for_alert("firing", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+    assert_eq!(metric(&gateway, silent_series), Some(0.0));
+
+    // The node goes quiet (its internet and its radio gone).
+    node.kill();
+    let killed = std::time::Instant::now();
+    let is_silent_alert = |a: &serde_json::Value| {
+        a["labels"]["alertname"] == "LoraNodeSilent" && a["labels"]["node"] == "pi-a"
+    };
+    let (_, silent) = sink
+        .wait_for_alert("firing", Duration::from_secs(30), is_silent_alert)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+    // The central rule's labels (config/server/prometheus/rules/lora.yml).
+    assert_eq!(silent["labels"]["severity"], "warning");
+    assert_eq!(metric(&gateway, silent_series), Some(1.0));
+
+    // Well past the node's last endsAt, its alert still fires, marked stale.
+    while killed.elapsed() < Duration::from_secs(NODE_TIMEOUT_SECS + 4) {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let active = active_in_alertmanager(&alertmanager, "ConditionTripped");
+    assert_eq!(active.len(), 1, "{active:?}\n{}", logs(&node));
+    assert_eq!(active[0]["annotations"]["stale"], "true", "{active:?}");
+    assert_eq!(resolved_notifications(&sink, "ConditionTripped"), 0);
+    assert_eq!(
+        active_in_alertmanager(&alertmanager, "LoraNodeSilent").len(),
+        1
+    );
+
+    // Heard again: LoraNodeSilent resolves and the alert is no longer stale.
+    node.restart();
+    sink.wait_for_alert("resolved", Duration::from_secs(30), is_silent_alert)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+    assert_eq!(metric(&gateway, silent_series), Some(0.0));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let active = active_in_alertmanager(&alertmanager, "ConditionTripped");
+            active.len() == 1 && active[0]["annotations"].get("stale").is_none()
+        }),
+        "{:?}\n{}",
+        alertmanager.alerts(),
+        logs(&node)
+    );
+    set_condition(&node.textfile, 0);
+    sink.wait_for_alert("resolved", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
 }

@@ -10,15 +10,22 @@
 //! Alerts go to Alertmanager with labels `alertname`, `node`, `severity` and
 //! `source="lora"`: at once when they change, and re-posted every
 //! `repost_interval_secs` with `endsAt` = last heard + `node_timeout_secs`. A node's
-//! alert resolves when it says so, when its heartbeat says nothing fires, or when the
-//! node stays silent past the timeout. Posting runs in its own task and retries, so a
-//! slow Alertmanager never holds up the radio.
+//! alert resolves when it says so or when its heartbeat says nothing fires. Posting
+//! runs in its own task and retries, so a slow Alertmanager never holds up the radio.
+//!
+//! Every node's firing set is kept in `state_dir/lora-gateway.json` (written
+//! atomically, off the runtime thread) and re-posted at start, so a gateway restart
+//! ends nothing. A node silent past `node_timeout_secs` (measured on the monotonic
+//! clock, so a clock step changes nothing) keeps its alerts firing, annotated
+//! `stale="true"`, and the gateway raises `LoraNodeSilent{node}` until it is heard again.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
 use nodewatch_lora::duty::DutyCycle;
@@ -40,13 +47,36 @@ struct NodeStats {
     rssi_dbm: Option<f32>,
     snr_db: Option<f32>,
     last_seen: SystemTime,
+    /// When it was last heard, on the monotonic clock (timeouts use this).
+    last_heard: Instant,
+    /// Whether `LoraNodeSilent` has been raised for it.
+    silent: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct ActiveAlert {
     severity: Severity,
     value: f32,
     starts_at: SystemTime,
+}
+
+/// The alert the gateway raises for a node silent past `node_timeout_secs`; the
+/// central server's rule of the same name (rules/lora.yml) has the same labels, so
+/// Alertmanager groups the two.
+pub const NODE_SILENT_ALERT: &str = "LoraNodeSilent";
+
+/// The gateway's persisted view: each node's last wall-clock time heard and firing set.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SavedState {
+    nodes: Vec<SavedNode>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedNode {
+    node: NodeId,
+    name: String,
+    last_seen: SystemTime,
+    alerts: BTreeMap<String, ActiveAlert>,
 }
 
 /// What one received frame led to.
@@ -66,6 +96,10 @@ pub struct Gateway {
     keys: Keys,
     replay: ReplayWindow,
     replay_path: PathBuf,
+    state_path: PathBuf,
+    /// The firing sets changed since the state file was last written.
+    state_dirty: bool,
+    repost_interval: Duration,
     modulation: Modulation,
     duty: DutyCycle,
     node_timeout: Duration,
@@ -95,15 +129,53 @@ impl Gateway {
             .map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
         let replay_path = state_dir.join("lora-replay.json");
         let replay = ReplayWindow::load(&replay_path)?;
+        let state_path = state_dir.join("lora-gateway.json");
+        let saved: SavedState = match nodewatch_lora::persist::read_optional(&state_path)? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: {e}", state_path.display()))?,
+            None => SavedState::default(),
+        };
+        // A restored node's timeout starts now: the gateway could not listen while down.
+        let restarted = Instant::now();
+        let mut nodes = BTreeMap::new();
+        let mut active = BTreeMap::new();
+        for n in saved.nodes {
+            for (name, alert) in n.alerts {
+                active.insert((n.node, name), alert);
+            }
+            nodes.insert(
+                n.node,
+                NodeStats {
+                    name: n.name,
+                    received: 0,
+                    rssi_dbm: None,
+                    snr_db: None,
+                    last_seen: n.last_seen,
+                    last_heard: restarted,
+                    silent: false,
+                },
+            );
+        }
+        if !active.is_empty() {
+            tracing::info!(
+                alerts = active.len(),
+                "LoRa gateway: restored firing alerts from the state file."
+            );
+        }
         Ok(Self {
             keys,
             replay,
             replay_path,
+            state_path,
+            state_dirty: false,
+            repost_interval: Duration::try_from_secs_f64(lora.repost_interval_secs)
+                .map_err(|e| format!("lora.repost_interval_secs: {e}"))?,
             modulation: lora.radio.modulation,
             duty: DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600)),
-            node_timeout: Duration::from_secs_f64(lora.node_timeout_secs),
-            nodes: BTreeMap::new(),
-            active: BTreeMap::new(),
+            node_timeout: Duration::try_from_secs_f64(lora.node_timeout_secs)
+                .map_err(|e| format!("lora.node_timeout_secs: {e}"))?,
+            nodes,
+            active,
             rejected: BTreeMap::new(),
             duplicates: 0,
             acks: BTreeMap::new(),
@@ -121,6 +193,7 @@ impl Gateway {
         ends_at: SystemTime,
     ) -> PostableAlert {
         let node_name = self.keys.name_of(node);
+        let stale = self.nodes.get(&node).is_some_and(|s| s.silent);
         let labels = BTreeMap::from([
             ("alertname".to_string(), alertname.to_string()),
             ("node".to_string(), node_name.clone()),
@@ -134,6 +207,11 @@ impl Gateway {
             ),
             ("value".to_string(), alert.value.to_string()),
         ]);
+        let mut annotations = annotations;
+        if stale {
+            // The node is silent: this is its last known state, kept firing.
+            annotations.insert("stale".to_string(), "true".to_string());
+        }
         PostableAlert {
             labels,
             annotations,
@@ -190,11 +268,15 @@ impl Gateway {
                     rssi_dbm: None,
                     snr_db: None,
                     last_seen: now,
+                    last_heard: instant,
+                    silent: false,
                 });
                 stats.received += 1;
                 stats.rssi_dbm = rx.rssi_dbm;
                 stats.snr_db = rx.snr_db;
                 stats.last_seen = now;
+                stats.last_heard = instant;
+                let was_silent = std::mem::replace(&mut stats.silent, false);
                 tracing::info!(
                     node = stats.name.as_str(),
                     state = alert.state.as_str(),
@@ -204,7 +286,11 @@ impl Gateway {
                     rssi = ?rx.rssi_dbm,
                     "LoRa frame received."
                 );
-                handled.posts = self.apply(
+                if was_silent {
+                    tracing::info!(node = %node, "LoRa node heard again: LoraNodeSilent ends.");
+                    handled.posts.push(self.silent_alert(node, now, now));
+                }
+                let changes = self.apply(
                     node,
                     &alert.alertname,
                     alert.state,
@@ -212,9 +298,10 @@ impl Gateway {
                     alert.value,
                     now,
                 );
-                // Alerts still active get their endsAt moved on.
-                if alert.state != AlertState::Resolved {
-                    handled.posts.extend(self.node_posts(node));
+                handled.posts.extend(changes);
+                // Alerts still active get their endsAt moved on (and lose `stale`).
+                if alert.state != AlertState::Resolved || was_silent {
+                    handled.posts.extend(self.node_posts(node, now, instant));
                 }
             }
         }
@@ -246,6 +333,8 @@ impl Gateway {
         now: SystemTime,
     ) -> Vec<PostableAlert> {
         let mut posts = Vec::new();
+        // Any change to a firing set is written to the state file.
+        self.state_dirty |= state != AlertState::Heartbeat || value == 0.0;
         match state {
             AlertState::Firing => {
                 let key = (node, alertname.to_string());
@@ -290,15 +379,30 @@ impl Gateway {
         posts
     }
 
-    fn ends_at(&self, node: NodeId) -> SystemTime {
-        self.nodes
-            .get(&node)
-            .map(|s| s.last_seen + self.node_timeout)
-            .unwrap_or_else(SystemTime::now)
+    /// How long Alertmanager keeps a silent node's alerts without a re-post: three
+    /// re-posts, so one lost post ends nothing.
+    fn stale_hold(&self) -> Duration {
+        self.repost_interval.saturating_mul(3)
     }
 
-    fn node_posts(&self, node: NodeId) -> Vec<PostableAlert> {
-        let ends_at = self.ends_at(node);
+    /// `endsAt` for `node`'s alerts: what is left of its timeout since it was last
+    /// heard (on the monotonic clock, mapped to the wall clock now), plus the stale
+    /// hold, so that the re-post that marks the node silent comes before it. Only a
+    /// gateway gone for good lets Alertmanager end them.
+    fn ends_at(&self, node: NodeId, now: SystemTime, instant: Instant) -> SystemTime {
+        let left = match self.nodes.get(&node) {
+            Some(s) if s.silent => Duration::ZERO,
+            Some(s) => self
+                .node_timeout
+                .saturating_sub(instant.saturating_duration_since(s.last_heard)),
+            None => Duration::ZERO,
+        };
+        now.checked_add(left.saturating_add(self.stale_hold()))
+            .unwrap_or(now)
+    }
+
+    fn node_posts(&self, node: NodeId, now: SystemTime, instant: Instant) -> Vec<PostableAlert> {
+        let ends_at = self.ends_at(node, now, instant);
         self.active
             .iter()
             .filter(|((n, _), _)| *n == node)
@@ -306,28 +410,100 @@ impl Gateway {
             .collect()
     }
 
-    /// The periodic re-post: every active alert with its `endsAt`; alerts of nodes
-    /// silent past the timeout end (and are posted as ended).
-    pub fn repost(&mut self, now: SystemTime) -> Vec<PostableAlert> {
-        let silent: Vec<NodeId> = self
+    /// `LoraNodeSilent{node}` for `node`, ending at `ends_at` (now, to resolve it).
+    fn silent_alert(&self, node: NodeId, since: SystemTime, ends_at: SystemTime) -> PostableAlert {
+        let node_name = self.keys.name_of(node);
+        PostableAlert {
+            labels: BTreeMap::from([
+                ("alertname".to_string(), NODE_SILENT_ALERT.to_string()),
+                ("node".to_string(), node_name.clone()),
+                ("severity".to_string(), "warning".to_string()),
+            ]),
+            annotations: BTreeMap::from([(
+                "summary".to_string(),
+                format!("{node_name} is silent on LoRa"),
+            )]),
+            starts_at: rfc3339(since),
+            ends_at: rfc3339(ends_at),
+        }
+    }
+
+    fn is_silent(&self, stats: &NodeStats, instant: Instant) -> bool {
+        instant.saturating_duration_since(stats.last_heard) >= self.node_timeout
+    }
+
+    /// The periodic re-post: every active alert with its `endsAt`. A node silent past
+    /// the timeout keeps its alerts (annotated `stale`) and gets `LoraNodeSilent`.
+    pub fn repost(&mut self, now: SystemTime, instant: Instant) -> Vec<PostableAlert> {
+        let newly_silent: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|(_, s)| s.last_seen + self.node_timeout <= now)
+            .filter(|(_, s)| !s.silent && self.is_silent(s, instant))
             .map(|(id, _)| *id)
             .collect();
-        let mut posts = Vec::new();
-        for ((node, name), alert) in &self.active {
-            posts.push(self.postable(*node, name, alert, self.ends_at(*node)));
+        for node in &newly_silent {
+            if let Some(s) = self.nodes.get_mut(node) {
+                s.silent = true;
+                tracing::warn!(
+                    node = s.name.as_str(),
+                    "LoRa node silent past node_timeout_secs: its alerts stay firing as stale."
+                );
+            }
         }
-        let before = self.active.len();
-        self.active.retain(|(node, _), _| !silent.contains(node));
-        if self.active.len() < before {
-            tracing::warn!(
-                alerts = before - self.active.len(),
-                "LoRa nodes silent past node_timeout_secs: their alerts end."
-            );
+        let mut posts = Vec::new();
+        for (node, s) in &self.nodes {
+            if s.silent {
+                let since = s
+                    .last_seen
+                    .checked_add(self.node_timeout)
+                    .unwrap_or(now)
+                    .min(now);
+                posts.push(self.silent_alert(*node, since, now + self.stale_hold()));
+            }
+        }
+        for ((node, name), alert) in &self.active {
+            posts.push(self.postable(*node, name, alert, self.ends_at(*node, now, instant)));
         }
         posts
+    }
+
+    /// Every active alert, as posted at start (after a restart).
+    pub fn startup_posts(&self, now: SystemTime, instant: Instant) -> Vec<PostableAlert> {
+        self.active
+            .iter()
+            .map(|((node, name), a)| {
+                self.postable(*node, name, a, self.ends_at(*node, now, instant))
+            })
+            .collect()
+    }
+
+    /// The state file's contents when the firing sets changed since the last call.
+    pub fn take_state_if_changed(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !std::mem::replace(&mut self.state_dirty, false) {
+            return None;
+        }
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|(id, s)| SavedNode {
+                node: *id,
+                name: s.name.clone(),
+                last_seen: s.last_seen,
+                alerts: self
+                    .active
+                    .iter()
+                    .filter(|((n, _), _)| n == id)
+                    .map(|((_, name), a)| (name.clone(), a.clone()))
+                    .collect(),
+            })
+            .collect();
+        match serde_json::to_vec(&SavedState { nodes }) {
+            Ok(bytes) => Some((self.state_path.clone(), bytes)),
+            Err(e) => {
+                self.last_error = Some(format!("{}: {e}", self.state_path.display()));
+                None
+            }
+        }
     }
 
     /// Forwarded alerts still active (tests).
@@ -338,7 +514,6 @@ impl Gateway {
     /// The `nodewatch_lora_*` families of a gateway.
     pub fn metrics(&mut self, posts: &PostCounters) -> Vec<prometheus::proto::MetricFamily> {
         let mut sink = MetricSink::new();
-        let now = SystemTime::now();
         for s in self.nodes.values() {
             let node = [("node", s.name.as_str())];
             // The central LoraNodeSilent alert follows the gateway's own timeout.
@@ -346,7 +521,7 @@ impl Gateway {
                 "nodewatch_lora_node_silent",
                 "1 if a node has not been heard for node_timeout_secs.",
                 &node,
-                if s.last_seen + self.node_timeout <= now {
+                if self.is_silent(s, Instant::now()) {
                     1.0
                 } else {
                     0.0
@@ -512,11 +687,26 @@ pub async fn run<R: Radio>(
     let counters = Arc::new(PostCounters::default());
     let (batches, rx) = mpsc::channel(256);
     let poster = tokio::spawn(post_loop(client, rx, counters.clone()));
+    let (state_tx, state_rx) = watch::channel(None);
+    let state_errors = Arc::new(std::sync::Mutex::new(None));
+    let writer = tokio::spawn(state_writer(state_rx, state_errors.clone()));
+    // Alerts restored from the state file are posted again at once.
+    let restored = gateway.startup_posts(SystemTime::now(), Instant::now());
+    if !restored.is_empty() {
+        let _ = batches.try_send(restored);
+    }
     let mut repost = tokio::time::interval(Duration::from_secs_f64(lora.repost_interval_secs));
     repost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(urls = ?lora.alertmanager_urls, "LoRa gateway: forwarding to Alertmanager.");
     loop {
-        let error = gateway.last_error.clone().or_else(|| {
+        if let Some(state) = gateway.take_state_if_changed() {
+            state_tx.send_replace(Some(state));
+        }
+        let state_error = state_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let error = gateway.last_error.clone().or(state_error).or_else(|| {
             counters
                 .last_error
                 .lock()
@@ -557,7 +747,7 @@ pub async fn run<R: Radio>(
                 }
             },
             _ = repost.tick() => {
-                let posts = gateway.repost(SystemTime::now());
+                let posts = gateway.repost(SystemTime::now(), Instant::now());
                 if !posts.is_empty() {
                     let _ = batches.try_send(posts);
                 }
@@ -565,7 +755,34 @@ pub async fn run<R: Radio>(
             _ = stop.changed() => {}
         }
     }
+    if let Some(state) = gateway.take_state_if_changed() {
+        state_tx.send_replace(Some(state));
+    }
+    drop(state_tx);
     drop(batches);
+    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), poster).await;
     Ok(())
+}
+
+/// Writes the latest state file on a blocking thread (its fsyncs must not hold up
+/// the runtime); states that arrive meanwhile are coalesced into the newest.
+async fn state_writer(
+    mut states: watch::Receiver<Option<(PathBuf, Vec<u8>)>>,
+    errors: Arc<std::sync::Mutex<Option<String>>>,
+) {
+    while states.changed().await.is_ok() {
+        let Some((path, bytes)) = states.borrow_and_update().clone() else {
+            continue;
+        };
+        let result = tokio::task::spawn_blocking(move || {
+            nodewatch_lora::persist::write_atomic(&path, &bytes)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("state writer: {e}")));
+        if let Err(e) = &result {
+            tracing::warn!(error = e.as_str(), "LoRa gateway state not saved.");
+        }
+        *errors.lock().unwrap_or_else(|e| e.into_inner()) = result.err();
+    }
 }

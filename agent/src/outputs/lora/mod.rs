@@ -57,7 +57,8 @@ pub struct LoraConfig {
     /// Alertmanager base URLs the gateway posts to (every one, as Prometheus does).
     /// Default `["http://127.0.0.1:9093"]`.
     pub alertmanager_urls: Vec<String>,
-    /// A node's alerts end this many seconds after it was last heard (a gateway).
+    /// A node not heard for this many seconds is silent (a gateway): the gateway
+    /// raises `LoraNodeSilent` and keeps its last known alerts firing, marked stale.
     /// Default 5400 (three heartbeats).
     pub node_timeout_secs: f64,
     /// Seconds between the gateway's re-posts of active alerts to Alertmanager

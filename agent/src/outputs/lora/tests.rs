@@ -195,13 +195,118 @@ async fn heartbeat_with_nothing_firing_and_silence_resolve() {
         t0,
         Instant::now(),
     );
-    // Re-posted while the node is heard from; ended once it is silent too long.
-    assert_eq!(gw.repost(t0 + Duration::from_secs(60)).len(), 1);
-    assert_eq!(gw.active_alerts(), 1);
-    let late = t0 + Duration::from_secs_f64(config().node_timeout_secs + 1.0);
-    let posts = gw.repost(late);
+    // Re-posted while the node is heard from, with endsAt = its timeout.
+    let posts = gw.repost(t0, Instant::now());
     assert_eq!(posts.len(), 1);
-    assert_eq!(gw.active_alerts(), 0);
+    let timeout = Duration::from_secs_f64(config().node_timeout_secs);
+    let hold = Duration::from_secs_f64(config().repost_interval_secs * 3.0);
+    assert_eq!(
+        posts[0].ends_at,
+        super::alertmanager::rfc3339(t0 + timeout + hold)
+    );
+    assert!(!posts[0].annotations.contains_key("stale"));
+}
+
+fn names(posts: &[super::alertmanager::PostableAlert]) -> Vec<&str> {
+    posts
+        .iter()
+        .map(|p| p.labels["alertname"].as_str())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_node_keeps_its_alerts_stale_and_raises_lora_node_silent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let t0 = SystemTime::now();
+    gw.handle(
+        &received(encode(alert_frame(AlertState::Firing, 1, "A"), &key())),
+        t0,
+        Instant::now(),
+    );
+    let timeout = Duration::from_secs_f64(config().node_timeout_secs);
+    // A wall-clock step of a day changes nothing: timeouts run on the monotonic clock.
+    let stepped = gw.repost(t0 + Duration::from_secs(86_400), Instant::now());
+    assert_eq!(names(&stepped), ["A"]);
+    assert!(!stepped[0].annotations.contains_key("stale"));
+
+    tokio::time::advance(timeout + Duration::from_secs(1)).await;
+    let late = t0 + timeout + Duration::from_secs(1);
+    let posts = gw.repost(late, Instant::now());
+    assert_eq!(names(&posts), ["LoraNodeSilent", "A"]);
+    assert_eq!(posts[0].labels["node"], "pi-a");
+    assert_eq!(posts[0].labels["severity"], "warning");
+    assert_eq!(posts[1].annotations["stale"], "true");
+    // Kept firing: endsAt lies ahead, three re-posts away.
+    let hold = Duration::from_secs_f64(config().repost_interval_secs * 3.0);
+    assert_eq!(posts[1].ends_at, super::alertmanager::rfc3339(late + hold));
+    assert_eq!(posts[0].ends_at, super::alertmanager::rfc3339(late + hold));
+    assert_eq!(gw.active_alerts(), 1);
+
+    // Heard again: LoraNodeSilent ends at once, the alert is fresh again.
+    let heard = late + Duration::from_secs(5);
+    let handled = gw.handle(
+        &received(encode(alert_frame(AlertState::Heartbeat, 2, ""), &key())),
+        heard,
+        Instant::now(),
+    );
+    assert_eq!(names(&handled.posts), ["LoraNodeSilent", "A"]);
+    assert_eq!(
+        handled.posts[0].ends_at,
+        super::alertmanager::rfc3339(heard)
+    );
+    assert!(!handled.posts[1].annotations.contains_key("stale"));
+    assert_eq!(
+        handled.posts[1].ends_at,
+        super::alertmanager::rfc3339(heard + timeout + hold)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn firing_sets_survive_a_gateway_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let t0 = SystemTime::now();
+    {
+        let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+        for (seq, name) in [(1, "A"), (2, "B")] {
+            gw.handle(
+                &received(encode(alert_frame(AlertState::Firing, seq, name), &key())),
+                t0,
+                Instant::now(),
+            );
+        }
+        gw.handle(
+            &received(encode(alert_frame(AlertState::Resolved, 3, "B"), &key())),
+            t0,
+            Instant::now(),
+        );
+        let (path, bytes) = gw.take_state_if_changed().expect("changed");
+        nodewatch_lora::persist::write_atomic(&path, &bytes).expect("write");
+        assert!(gw.take_state_if_changed().is_none(), "nothing new");
+    }
+    let gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    assert_eq!(gw.active_alerts(), 1);
+    let later = t0 + Duration::from_secs(600);
+    let posts = gw.startup_posts(later, Instant::now());
+    assert_eq!(names(&posts), ["A"]);
+    assert_eq!(posts[0].labels["node"], "pi-a");
+    // startsAt is the original one; the timeout starts again at the restart.
+    assert_eq!(posts[0].starts_at, super::alertmanager::rfc3339(t0));
+    let timeout = Duration::from_secs_f64(config().node_timeout_secs);
+    assert_eq!(
+        posts[0].ends_at,
+        super::alertmanager::rfc3339(
+            later + timeout + Duration::from_secs_f64(config().repost_interval_secs * 3.0)
+        )
+    );
+}
+
+#[test]
+fn a_corrupt_gateway_state_file_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("lora-gateway.json"), b"{not json").expect("write");
+    let err = Gateway::new(&config(), keys(), dir.path()).expect_err("corrupt");
+    assert!(err.contains("lora-gateway.json"), "{err}");
 }
 
 #[tokio::test(start_paused = true)]
