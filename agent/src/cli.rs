@@ -88,9 +88,9 @@ pub struct Cli {
     /// Log level: debug, info, warn, error.
     #[arg(long = "log.level", value_name = "LEVEL")]
     pub log_level: Option<String>,
-    /// Log format (node_exporter's `logfmt` or `json`); accepted, logs are always logfmt-like text.
-    #[arg(long = "log.format", value_name = "FORMAT", hide = true)]
-    pub log_format: Option<String>,
+    /// Log format: logfmt (text, the default) or json (one object per line).
+    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
+    pub log_format: nodewatch_http::logging::LogFormat,
     /// Subcommand; without one the agent runs.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             "--web.config.file (TLS and basic auth) is not supported yet; refusing to serve without the protection it asks for",
         );
     }
-    init_logging(&config.log.level);
+    init_logging(&config.log.level, cli.log_format);
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
@@ -151,20 +151,14 @@ fn run(config: Config) -> ExitCode {
     }
 }
 
-fn init_logging(level: &str) {
+fn init_logging(level: &str, format: nodewatch_http::logging::LogFormat) {
     let level = match level {
         "debug" => tracing::Level::DEBUG,
         "warn" => tracing::Level::WARN,
         "error" => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     };
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    nodewatch_http::logging::init(level, format);
 }
 
 fn fail(message: &str) -> ExitCode {

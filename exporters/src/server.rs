@@ -245,7 +245,7 @@ pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> a
     runtime.block_on(async move {
         let listener = nodewatch_http::bind(listen_address).await?;
         let address = listener.local_addr().context("listener address")?;
-        tracing::info!(address = %address, "listening");
+        tracing::info!(address = %address, "Listening.");
         // systemd (Type=notify): pings from this runtime, ready once bound.
         let _watchdog = nodewatch_http::systemd::start_watchdog();
         nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));

@@ -4,6 +4,7 @@
 //! - [`exposition`]: Prometheus text rendering with the `prometheus` crate, cached per
 //!   snapshot together with its gzip form, so a scrape only copies bytes.
 //! - [`health`]: the JSON bodies of `/api/health` and `/api/health/detailed`.
+//! - [`logging`]: `--log.format` (logfmt or JSON lines) for every binary.
 //! - [`requests`]: request counts and durations by route (`nodewatch_http_*`).
 //! - [`server`]: the axum router (`/metrics`, health, landing page), the
 //!   `--web.max-requests` limit and graceful shutdown.
@@ -13,6 +14,7 @@
 
 pub mod exposition;
 pub mod health;
+pub mod logging;
 pub mod requests;
 pub mod server;
 pub mod systemd;

@@ -25,19 +25,19 @@ struct Args {
     /// Listen address, e.g. `:9102`; overrides the file.
     #[arg(long = "web.listen-address")]
     listen_address: Option<String>,
+    /// Log format: logfmt (text, the default) or json (one object per line).
+    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
+    log_format: nodewatch_http::logging::LogFormat,
 }
 
 const PROGRAM: &str = "nodewatch-reward-exporter";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => return server::usage_error(&e),
     };
+    nodewatch_http::logging::init(tracing::Level::INFO, args.log_format);
     let mut config = match RewardConfig::load(&args.config) {
         Ok(config) => config,
         Err(e) => return server::config_error(PROGRAM, &e),

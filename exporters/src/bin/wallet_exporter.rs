@@ -29,19 +29,19 @@ struct Args {
     /// Check the settings, print them and exit.
     #[arg(long)]
     check_config: bool,
+    /// Log format: logfmt (text, the default) or json (one object per line).
+    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
+    log_format: nodewatch_http::logging::LogFormat,
 }
 
 const PROGRAM: &str = "nodewatch-wallet-exporter";
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
     let args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => return server::usage_error(&e),
     };
+    nodewatch_http::logging::init(tracing::Level::INFO, args.log_format);
     let env: HashMap<String, String> = std::env::vars().collect();
     let mut config = match Config::load(args.config.as_deref(), &env) {
         Ok(config) => config,
