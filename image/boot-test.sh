@@ -222,8 +222,12 @@ if [[ $root_now =~ ^[0-9]+$ && $fs_now =~ ^[0-9]+$ ]] && ((root_now > root_bytes
 else
   fail "root partition and file system grew to fill the card" "partition $root_now, file system $fs_now, image partition $root_bytes_before"
 fi
+# The agent does not wait for Docker at boot: it follows the engine once its socket is up.
 check "Docker engine running, and the agent's docker collector reads it" \
-  bash -c "curl -fsS --max-time 5 http://127.0.0.1:$metrics_port/api/health/detailed | jq -e '.collectors.docker.ok == true'"
+  bash -c "for _ in \$(seq 45); do
+    curl -fsS --max-time 5 http://127.0.0.1:$metrics_port/api/health/detailed | jq -e '.collectors.docker.ok == true' && exit 0
+    sleep 2
+  done; exit 1"
 check "SSH host keys generated on the node" ssh_pi test -s /etc/ssh/ssh_host_ed25519_key.pub
 # Port 9100 held by another program: the service fails once, clearly, and does not loop.
 squat=$(ssh_pi 'sudo systemctl stop nodewatch-agent &&
