@@ -30,6 +30,27 @@ use tokio::sync::watch;
 
 use crate::snapshot::Snapshot;
 
+/// Lowest and highest value (seconds) of each `[lora]` interval.
+struct IntervalBounds {
+    heartbeat: (f64, f64),
+    node_timeout: (f64, f64),
+    repost: (f64, f64),
+    ack_timeout: (f64, f64),
+}
+
+/// A heartbeat at most once a second (airtime) and at least daily; a node silent for
+/// a week is long gone; Alertmanager needs a re-post within its hour; an
+/// acknowledgement takes at most a few seconds even at SF12.
+const INTERVAL_BOUNDS: IntervalBounds = IntervalBounds {
+    heartbeat: (1.0, 86_400.0),
+    node_timeout: (1.0, 604_800.0),
+    repost: (1.0, 3_600.0),
+    ack_timeout: (0.1, 600.0),
+};
+
+/// More transmissions of one frame only spend the duty-cycle budget.
+const MAX_ATTEMPTS: u32 = 100;
+
 /// The `[lora]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -39,9 +60,11 @@ pub struct LoraConfig {
     /// Receive other nodes' alerts and forward them to Alertmanager, instead of
     /// sending this node's own. Default false.
     pub gateway: bool,
-    /// The network key, as hex (at least 32 digits). Prefer `network_key_file`.
-    pub network_key: Option<String>,
-    /// A file holding the network key as hex; must not be readable by group or others.
+    /// Refused: a key written in the config itself. Parsed only to name it in the
+    /// error (a config file is often world-readable, copied and pasted).
+    pub network_key: Option<InlineKey>,
+    /// A file holding the network key as hex (at least 32 digits), owned by the user
+    /// the agent runs as, mode 0600.
     pub network_key_file: Option<PathBuf>,
     /// The radio region, for its duty-cycle rule: EU868 (1 %), EU433 (10 %), …
     pub region: Region,
@@ -97,40 +120,79 @@ impl Default for LoraConfig {
 pub struct KnownNode {
     /// The node's `node_name` (its id is the first 4 bytes of its SHA-256).
     pub name: String,
-    /// The node's own key, as hex, when it does not use the network key.
+    /// Refused, as `lora.network_key` is: keys only from files.
     #[serde(default)]
-    pub key: Option<String>,
-    /// A file holding the node's own key as hex.
+    pub key: Option<InlineKey>,
+    /// A file holding the node's own key as hex, when it does not use the network
+    /// key (owned by the agent's user, mode 0600).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
 }
 
-/// Reads a key given inline or in a file (`what` names the setting in errors). A file
-/// readable by group or others is refused, as ssh refuses such private keys.
-fn load_key(what: &str, inline: Option<&str>, file: Option<&Path>) -> Result<Option<Key>, String> {
-    let text = match (inline, file) {
-        (Some(_), Some(_)) => {
-            return Err(format!(
-                "{what}: give the key inline or in a file, not both"
-            ));
-        }
-        (Some(hex), None) => hex.to_string(),
-        (None, Some(path)) => {
-            use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path)
-                .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(format!(
-                    "{what}: {} has mode {mode:04o}; the key must be readable by its owner only (chmod 600)",
-                    path.display()
-                ));
-            }
-            std::fs::read_to_string(path)
-                .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?
-        }
-        (None, None) => return Ok(None),
-    };
+/// A key written inline in the config: kept only to be refused, never printed.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct InlineKey(String);
+
+impl std::fmt::Debug for InlineKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InlineKey(redacted)")
+    }
+}
+
+/// The user the agent runs as.
+#[allow(unsafe_code)]
+fn effective_uid() -> u32 {
+    // SAFETY: geteuid takes nothing, cannot fail and touches no memory of ours.
+    unsafe { libc::geteuid() }
+}
+
+/// A key file must be readable by its owner only and owned by `user`.
+fn check_key_file(what: &str, path: &Path, mode: u32, owner: u32, user: u32) -> Result<(), String> {
+    let mode = mode & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "{what}: {} has mode {mode:04o}; the key must be readable by its owner only (chmod 600)",
+            path.display()
+        ));
+    }
+    if owner != user {
+        return Err(format!(
+            "{what}: {} is owned by uid {owner}, not by the agent's user (uid {user}); chown it",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a key from its file (`what` names the setting in errors). An inline key is
+/// refused; so is a file readable by group or others (as ssh refuses such private
+/// keys) or owned by another user. Both are checked on the opened file, so the file
+/// read is the file checked.
+fn load_key(
+    what: &str,
+    inline_setting: &str,
+    inline: bool,
+    file: Option<&Path>,
+) -> Result<Option<Key>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    if inline {
+        return Err(format!(
+            "{inline_setting}: keys written in the config are refused; put the key in a file owned by the agent's user with mode 0600 and set {what}"
+        ));
+    }
+    let Some(path) = file else { return Ok(None) };
+    let mut opened = std::fs::File::open(path)
+        .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+    let meta = opened
+        .metadata()
+        .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
+    check_key_file(what, path, meta.mode(), meta.uid(), effective_uid())?;
+    let mut text = String::new();
+    opened
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
     Key::from_hex(text.trim())
         .map(Some)
         .map_err(|e| format!("{what}: {e}"))
@@ -169,19 +231,21 @@ impl LoraConfig {
     /// Loads and checks the keys.
     pub fn keys(&self) -> Result<Keys, String> {
         let network = load_key(
+            "lora.network_key_file",
             "lora.network_key",
-            self.network_key.as_deref(),
+            self.network_key.is_some(),
             self.network_key_file.as_deref(),
         )?
-        .ok_or_else(|| "lora: set network_key_file (or network_key)".to_string())?;
+        .ok_or_else(|| "lora.network_key_file: not set (the link needs a key)".to_string())?;
         let mut nodes = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.name.trim().is_empty() {
                 return Err(format!("lora.nodes[{i}].name must not be empty"));
             }
             let key = load_key(
-                &format!("lora.nodes[{i}] ({})", n.name),
-                n.key.as_deref(),
+                &format!("lora.nodes[{i}].key_file ({})", n.name),
+                &format!("lora.nodes[{i}].key ({})", n.name),
+                n.key.is_some(),
                 n.key_file.as_deref(),
             )?;
             nodes.push((NodeId::from_name(&n.name), n.name.clone(), key));
@@ -208,13 +272,37 @@ impl LoraConfig {
             })
     }
 
-    /// Checks the section when the link is on (`check-config` and start-up).
-    pub fn validate(&self, rule_names: &[String]) -> Result<(), String> {
-        if !self.enabled {
-            return Ok(());
+    /// Checks every interval against its bounds (`NaN`, negative and huge values
+    /// included), so that no duration conversion can panic later.
+    pub fn validate_intervals(&self) -> Result<(), String> {
+        let mut intervals = vec![
+            (
+                "lora.heartbeat_interval_secs",
+                self.heartbeat_interval_secs,
+                INTERVAL_BOUNDS.heartbeat,
+            ),
+            (
+                "lora.node_timeout_secs",
+                self.node_timeout_secs,
+                INTERVAL_BOUNDS.node_timeout,
+            ),
+            (
+                "lora.repost_interval_secs",
+                self.repost_interval_secs,
+                INTERVAL_BOUNDS.repost,
+            ),
+        ];
+        if let Some(v) = self.ack_timeout_secs {
+            intervals.push(("lora.ack_timeout_secs", v, INTERVAL_BOUNDS.ack_timeout));
         }
-        self.keys()?;
-        self.radio.validate()?;
+        for (name, v, (low, high)) in intervals {
+            // Written so that NaN fails too.
+            if !(v >= low && v <= high) {
+                return Err(format!(
+                    "{name} must be between {low} and {high} seconds, found {v}"
+                ));
+            }
+        }
         if let Some(p) = self.duty_cycle_percent
             && !(p > 0.0 && p <= 100.0)
         {
@@ -222,24 +310,23 @@ impl LoraConfig {
                 "lora.duty_cycle_percent must be in (0, 100], found {p}"
             ));
         }
-        for (name, v) in [
-            ("lora.heartbeat_interval_secs", self.heartbeat_interval_secs),
-            ("lora.node_timeout_secs", self.node_timeout_secs),
-            ("lora.repost_interval_secs", self.repost_interval_secs),
-            (
-                "lora.ack_timeout_secs",
-                self.ack_timeout_secs.unwrap_or(1.0),
-            ),
-        ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!(
-                    "{name} must be a positive number of seconds, found {v}"
-                ));
-            }
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            return Err(format!(
+                "lora.max_attempts must be between 1 and {MAX_ATTEMPTS}, found {}",
+                self.max_attempts
+            ));
         }
-        if self.max_attempts == 0 {
-            return Err("lora.max_attempts must be at least 1".into());
+        Ok(())
+    }
+
+    /// Checks the section when the link is on (`check-config` and start-up).
+    pub fn validate(&self, rule_names: &[String]) -> Result<(), String> {
+        self.validate_intervals()?;
+        if !self.enabled {
+            return Ok(());
         }
+        self.keys()?;
+        self.radio.validate()?;
         if self.gateway {
             if self.alertmanager_urls.is_empty() {
                 return Err("lora.alertmanager_urls: a gateway needs at least one".into());

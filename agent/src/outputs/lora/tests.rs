@@ -29,8 +29,24 @@ fn keys() -> Keys {
 fn config() -> LoraConfig {
     LoraConfig {
         enabled: true,
-        network_key: Some(KEY.into()),
         ..LoraConfig::default()
+    }
+}
+
+/// `KEY` in a file as the agent wants it: mode 0600, ours.
+fn write_key_file(dir: &std::path::Path, name: &str, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{KEY}\n")).expect("write");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path
+}
+
+/// A config whose key comes from a file in `dir`.
+fn config_with_key_file(dir: &std::path::Path) -> LoraConfig {
+    LoraConfig {
+        network_key_file: Some(write_key_file(dir, "lora.key", 0o600)),
+        ..config()
     }
 }
 
@@ -365,18 +381,24 @@ async fn acknowledgements_spend_the_gateways_own_budget() {
 
 #[test]
 fn config_checks_name_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let short = dir.path().join("short.key");
+    std::fs::write(&short, "abcd").expect("write");
+    std::fs::set_permissions(&short, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
     let mut c = config();
-    c.network_key = Some("abcd".into());
+    c.network_key_file = Some(short);
     assert!(
         c.validate(&[])
             .expect_err("short key")
-            .contains("lora.network_key")
+            .contains("lora.network_key_file")
     );
-    let c = config();
+    let c = config_with_key_file(dir.path());
+    assert_eq!(c.validate(&[]), Ok(()));
     let long = "A".repeat(26);
     let e = c.validate(&[long]).expect_err("long name");
     assert!(e.contains("cannot be sent over LoRa"), "{e}");
-    let mut c = config();
+    let mut c = config_with_key_file(dir.path());
     c.gateway = true;
     c.alertmanager_urls = vec!["https://am:9093".into()];
     assert!(
@@ -390,16 +412,111 @@ fn config_checks_name_what_is_wrong() {
 fn a_key_file_readable_by_others_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("lora.key");
-    std::fs::write(&path, KEY).expect("write");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path = write_key_file(dir.path(), "lora.key", 0o644);
     let mut c = config();
-    c.network_key = None;
     c.network_key_file = Some(path.clone());
     let e = c.keys().expect_err("0644");
     assert!(e.contains("chmod 600"), "{e}");
+    assert!(e.contains("lora.network_key_file"), "{e}");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     assert!(c.keys().is_ok());
+}
+
+#[test]
+fn a_key_file_owned_by_another_user_is_refused() {
+    let path = std::path::Path::new("lora.key");
+    let e = super::check_key_file("lora.network_key_file", path, 0o100600, 1001, 1000)
+        .expect_err("owner");
+    assert!(e.contains("lora.network_key_file"), "{e}");
+    assert!(e.contains("uid 1001") && e.contains("uid 1000"), "{e}");
+    assert_eq!(
+        super::check_key_file("lora.network_key_file", path, 0o100600, 1000, 1000),
+        Ok(())
+    );
+    // The mode is checked on the same metadata: group-readable is refused too.
+    assert!(super::check_key_file("k", path, 0o100640, 1000, 1000).is_err());
+}
+
+#[test]
+fn inline_keys_are_refused_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inline: LoraConfig =
+        toml::from_str(&format!("enabled = true\nnetwork_key = \"{KEY}\"\n")).expect("parse");
+    let e = inline.validate(&[]).expect_err("inline network key");
+    assert!(e.starts_with("lora.network_key:"), "{e}");
+    assert!(!e.contains(KEY), "{e}");
+
+    let mut node_inline: LoraConfig = toml::from_str(&format!(
+        "enabled = true\ngateway = true\n[[nodes]]\nname = \"pi-a\"\nkey = \"{KEY}\"\n"
+    ))
+    .expect("parse");
+    node_inline.network_key_file = config_with_key_file(dir.path()).network_key_file;
+    let e = node_inline.validate(&[]).expect_err("inline node key");
+    assert!(e.starts_with("lora.nodes[0].key (pi-a):"), "{e}");
+}
+
+#[test]
+fn no_config_type_prints_a_key_in_debug() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inline: LoraConfig = toml::from_str(&format!(
+        "enabled = true\nnetwork_key = \"{KEY}\"\n[[nodes]]\nname = \"pi-a\"\nkey = \"{KEY}\"\n"
+    ))
+    .expect("parse");
+    let loaded = config_with_key_file(dir.path()).keys().expect("keys");
+    // Any 8 digits of the key would be a leak.
+    for printed in [
+        format!("{inline:?}"),
+        format!("{loaded:?}"),
+        format!("{:?}", keys()),
+    ] {
+        for window in KEY.as_bytes().windows(8) {
+            let digits = std::str::from_utf8(window).expect("ascii");
+            assert!(!printed.contains(digits), "{printed}");
+        }
+    }
+}
+
+#[test]
+fn every_interval_is_bounded_with_an_error_naming_it() {
+    assert_eq!(config().validate_intervals(), Ok(()));
+    type Set = fn(&mut LoraConfig, f64);
+    let settings: [(&str, Set); 4] = [
+        ("lora.heartbeat_interval_secs", |c, v| {
+            c.heartbeat_interval_secs = v
+        }),
+        ("lora.node_timeout_secs", |c, v| c.node_timeout_secs = v),
+        ("lora.repost_interval_secs", |c, v| {
+            c.repost_interval_secs = v
+        }),
+        ("lora.ack_timeout_secs", |c, v| c.ack_timeout_secs = Some(v)),
+    ];
+    for (name, set) in settings {
+        for bad in [1e20, f64::INFINITY, -1.0, 0.0, f64::NAN, 1e-9] {
+            let mut c = config();
+            set(&mut c, bad);
+            let e = c.validate_intervals().expect_err(name);
+            assert!(e.starts_with(name), "{name} = {bad}: {e}");
+            // check-config runs the same check, before anything else.
+            assert!(c.validate(&[]).expect_err(name).starts_with(name));
+        }
+        let mut c = config();
+        set(&mut c, 60.0);
+        assert_eq!(c.validate_intervals(), Ok(()), "{name} = 60");
+    }
+    let mut c = config();
+    c.duty_cycle_percent = Some(f64::NAN);
+    assert!(
+        c.validate_intervals()
+            .expect_err("NaN")
+            .starts_with("lora.duty_cycle_percent")
+    );
+    c = config();
+    c.max_attempts = 1_000_000;
+    assert!(
+        c.validate_intervals()
+            .expect_err("attempts")
+            .starts_with("lora.max_attempts")
+    );
 }
 
 /// Out of the gateway's range: an alert is sent `max_attempts` times, a heartbeat twice,
