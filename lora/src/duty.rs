@@ -6,8 +6,9 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
@@ -114,6 +115,71 @@ impl DutyCycle {
         self.budget.saturating_sub(self.used(now))
     }
 
+    /// The transmissions still in the window ending `now`, with their starts on the
+    /// wall clock (`wall` = the wall-clock time at `now`), to outlive a restart.
+    pub fn saved(&self, now: Instant, wall: SystemTime) -> Vec<SavedSpend> {
+        self.spent
+            .iter()
+            .filter(|&&(at, _)| at + self.window > now)
+            .map(|&(at, airtime)| {
+                let started = wall
+                    .checked_sub(now.saturating_duration_since(at))
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                SavedSpend {
+                    started_unix_ms: started
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    airtime_ms: airtime.as_millis() as u64
+                        + u64::from(airtime.subsec_nanos() % 1_000_000 != 0),
+                }
+            })
+            .collect()
+    }
+
+    /// Counts `saved` transmissions (from [`DutyCycle::saved`] before a restart) again.
+    /// Their ages come from the wall clock; one that seems to lie in the future (the
+    /// clock went back) counts as if it started `now`, so the budget is never overspent
+    /// because of a clock step backwards.
+    pub fn restore(&mut self, saved: &[SavedSpend], now: Instant, wall: SystemTime) {
+        let mut restored: Vec<(Instant, Duration)> = saved
+            .iter()
+            .filter_map(|s| {
+                let started =
+                    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(s.started_unix_ms))?;
+                let age = wall.duration_since(started).unwrap_or(Duration::ZERO);
+                if age >= self.window {
+                    return None;
+                }
+                // Shortly after boot the monotonic clock may not reach that far back:
+                // count it from now (the safe side).
+                let at = now.checked_sub(age).unwrap_or(now);
+                Some((at, Duration::from_millis(s.airtime_ms)))
+            })
+            .collect();
+        restored.extend(self.spent.drain(..));
+        restored.sort_by_key(|&(at, _)| at);
+        self.spent = restored.into();
+    }
+
+    /// Writes [`DutyCycle::saved`] to `path` (atomically).
+    pub fn save(&self, path: &Path, now: Instant, wall: SystemTime) -> Result<(), String> {
+        let bytes = serde_json::to_vec(&self.saved(now, wall))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::persist::write_atomic(path, &bytes)
+    }
+
+    /// Restores what [`DutyCycle::save`] wrote to `path`, if it exists.
+    pub fn load(&mut self, path: &Path, now: Instant, wall: SystemTime) -> Result<(), String> {
+        let Some(bytes) = crate::persist::read_optional(path)? else {
+            return Ok(());
+        };
+        let saved: Vec<SavedSpend> =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.restore(&saved, now, wall);
+        Ok(())
+    }
+
     fn expire(&mut self, now: Instant) {
         while let Some(&(at, _)) = self.spent.front() {
             if at + self.window <= now {
@@ -123,6 +189,15 @@ impl DutyCycle {
             }
         }
     }
+}
+
+/// One transmission of a [`DutyCycle`], as kept across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSpend {
+    /// When it started, in milliseconds since the Unix epoch (wall clock).
+    pub started_unix_ms: u64,
+    /// Its airtime in milliseconds, rounded up.
+    pub airtime_ms: u64,
 }
 
 /// A regulatory region, for its default duty cycle. Only the duty-cycle rule is
@@ -357,5 +432,55 @@ mod tests {
         assert_eq!(r, Region::Eu433);
         assert_eq!(serde_json::to_string(&r).expect("json"), "\"EU433\"");
         assert!(serde_json::from_str::<Region>("\"mars\"").is_err());
+    }
+
+    /// The airtime spent before a restart still counts after it: the new process
+    /// (new monotonic clock) restores it from the wall-clock record.
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_survives_a_restart() {
+        // Far enough from the clock's origin that an hour back is representable.
+        tokio::time::advance(Duration::from_secs(7200)).await;
+        let wall = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let frame = full_frame();
+        let mut duty = DutyCycle::for_region(Region::Eu868);
+        let mut sent = 0;
+        while duty.try_spend(frame, Instant::now()).is_ok() {
+            sent += 1;
+        }
+        assert_eq!(sent, 14);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lora-duty.json");
+        duty.save(&path, Instant::now(), wall).expect("save");
+
+        // Restarted ten minutes later: still no budget.
+        tokio::time::advance(Duration::from_secs(600)).await;
+        let later = wall + Duration::from_secs(600);
+        let mut after = DutyCycle::for_region(Region::Eu868);
+        after.load(&path, Instant::now(), later).expect("load");
+        assert!(after.try_spend(frame, Instant::now()).is_err());
+        assert!(after.remaining(Instant::now()) < frame);
+        // The hour after those transmissions, all of it is back.
+        tokio::time::advance(Duration::from_secs(3000)).await;
+        assert_eq!(after.remaining(Instant::now()), after.budget());
+
+        let saved = duty.saved(Instant::now() - Duration::from_secs(3600), wall);
+        assert_eq!(saved.len(), 14);
+        // Restored more than an hour later: nothing counts any more.
+        let mut late = DutyCycle::for_region(Region::Eu868);
+        late.restore(&saved, Instant::now(), wall + Duration::from_secs(3601));
+        assert_eq!(late.remaining(Instant::now()), late.budget());
+        // The wall clock went back an hour: counted from now, never less.
+        let mut back = DutyCycle::for_region(Region::Eu868);
+        back.restore(&saved, Instant::now(), wall - Duration::from_secs(3600));
+        assert!(back.remaining(Instant::now()) < frame);
+        // No file yet: an empty budget record.
+        let mut none = DutyCycle::for_region(Region::Eu868);
+        none.load(&dir.path().join("absent.json"), Instant::now(), wall)
+            .expect("absent");
+        assert_eq!(none.remaining(Instant::now()), none.budget());
+        // A corrupt file is an error naming it.
+        std::fs::write(&path, b"[{").expect("write");
+        let e = none.load(&path, Instant::now(), wall).expect_err("corrupt");
+        assert!(e.contains("lora-duty.json"), "{e}");
     }
 }

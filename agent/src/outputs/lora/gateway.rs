@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
-use nodewatch_lora::duty::DutyCycle;
+use nodewatch_lora::duty::{DutyCycle, SavedSpend};
 use nodewatch_lora::frame::{self, AlertState, Frame, NodeId, Severity};
 use nodewatch_lora::radio::{Radio, Received};
 use nodewatch_lora::replay::{ReplayWindow, Verdict};
@@ -69,6 +69,9 @@ pub const NODE_SILENT_ALERT: &str = "LoraNodeSilent";
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct SavedState {
     nodes: Vec<SavedNode>,
+    /// The acknowledgements' airtime still in the duty-cycle window.
+    #[serde(default)]
+    duty: Vec<SavedSpend>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -137,6 +140,8 @@ impl Gateway {
         };
         // A restored node's timeout starts now: the gateway could not listen while down.
         let restarted = Instant::now();
+        let mut duty = DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600));
+        duty.restore(&saved.duty, restarted, SystemTime::now());
         let mut nodes = BTreeMap::new();
         let mut active = BTreeMap::new();
         for n in saved.nodes {
@@ -171,7 +176,7 @@ impl Gateway {
             repost_interval: Duration::try_from_secs_f64(lora.repost_interval_secs)
                 .map_err(|e| format!("lora.repost_interval_secs: {e}"))?,
             modulation: lora.radio.modulation,
-            duty: DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600)),
+            duty,
             node_timeout: Duration::try_from_secs_f64(lora.node_timeout_secs)
                 .map_err(|e| format!("lora.node_timeout_secs: {e}"))?,
             nodes,
@@ -311,6 +316,8 @@ impl Gateway {
             Ok(()) => match ack.encode(self.keys.for_node(node)) {
                 Ok(bytes) => {
                     self.airtime += airtime;
+                    // The budget spent outlives a restart.
+                    self.state_dirty = true;
                     handled.ack = Some(bytes);
                 }
                 Err(e) => self.last_error = Some(format!("acknowledgement: {e}")),
@@ -497,7 +504,8 @@ impl Gateway {
                     .collect(),
             })
             .collect();
-        match serde_json::to_vec(&SavedState { nodes }) {
+        let duty = self.duty.saved(Instant::now(), SystemTime::now());
+        match serde_json::to_vec(&SavedState { nodes, duty }) {
             Ok(bytes) => Some((self.state_path.clone(), bytes)),
             Err(e) => {
                 self.last_error = Some(format!("{}: {e}", self.state_path.display()));
@@ -767,7 +775,7 @@ pub async fn run<R: Radio>(
 
 /// Writes the latest state file on a blocking thread (its fsyncs must not hold up
 /// the runtime); states that arrive meanwhile are coalesced into the newest.
-async fn state_writer(
+pub(super) async fn state_writer(
     mut states: watch::Receiver<Option<(PathBuf, Vec<u8>)>>,
     errors: Arc<std::sync::Mutex<Option<String>>>,
 ) {

@@ -13,7 +13,7 @@
 //! saying none fire.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,6 +109,10 @@ pub struct NodeLink {
     modulation: Modulation,
     sequence: SequenceStore,
     duty: DutyCycle,
+    /// `state_dir/lora-duty.json`: the airtime spent, so a restart cannot overspend.
+    duty_path: PathBuf,
+    /// Airtime was spent since the budget was last saved.
+    duty_dirty: bool,
     queue: TxQueue<Outgoing>,
     /// The alert states the gateway was last told (or is being told).
     told: BTreeMap<String, (Severity, f32)>,
@@ -131,12 +135,17 @@ impl NodeLink {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| format!("state_dir {}: {e}", state_dir.display()))?;
         let sequence = SequenceStore::open(&state_dir.join("lora-sequence"))?;
+        let duty_path = state_dir.join("lora-duty.json");
+        let mut duty = DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600));
+        duty.load(&duty_path, Instant::now(), std::time::SystemTime::now())?;
         Ok(Self {
+            duty_path,
+            duty_dirty: false,
             key: keys.network,
             node: NodeId::from_name(node_name),
             modulation: lora.radio.modulation,
             sequence,
-            duty: DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600)),
+            duty,
             queue: TxQueue::new(),
             told: BTreeMap::new(),
             ack_timeout: lora.ack_timeout(),
@@ -255,6 +264,7 @@ impl NodeLink {
         let len = head.frame.encoded_len();
         let airtime = time_on_air(&self.modulation, len);
         self.duty.try_spend(airtime, now)?;
+        self.duty_dirty = true;
         let Some(mut out) = self.queue.pop() else {
             return Err(Duration::MAX);
         };
@@ -445,9 +455,30 @@ pub async fn run<R: Radio>(
     link.update(&alerts.borrow_and_update());
     // The frame awaiting an acknowledgement: (sequence, until).
     let mut awaiting: Option<(u32, Instant)> = None;
+    let (duty_tx, duty_rx) = watch::channel(None);
+    let duty_errors = Arc::new(std::sync::Mutex::new(None));
+    // Saved on a blocking thread: its fsyncs must not hold up the runtime.
+    let writer = tokio::spawn(super::gateway::state_writer(duty_rx, duty_errors.clone()));
     loop {
+        if std::mem::replace(&mut link.duty_dirty, false) {
+            let saved = link
+                .duty
+                .saved(Instant::now(), std::time::SystemTime::now());
+            match serde_json::to_vec(&saved) {
+                Ok(bytes) => {
+                    duty_tx.send_replace(Some((link.duty_path.clone(), bytes)));
+                }
+                Err(e) => link.last_error = Some(format!("duty-cycle record: {e}")),
+            }
+        }
+        if let Some(e) = duty_errors.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            link.last_error = Some(e);
+        }
         link.publish(&snapshot);
         if *stop.borrow() {
+            // Let the last budget record reach the disk.
+            drop(duty_tx);
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             return Ok(());
         }
         if let Some((sequence, until)) = awaiting {

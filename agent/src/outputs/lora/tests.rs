@@ -553,3 +553,35 @@ async fn unacknowledged_frames_are_given_up_after_their_attempts() {
     assert_eq!(sent, 3 + 2, "three alert attempts, two heartbeat attempts");
     assert_eq!(link.queued(), 0);
 }
+
+/// The acknowledgements' airtime is in the gateway's state file: a restart does not
+/// hand it a fresh budget.
+#[tokio::test(start_paused = true)]
+async fn the_gateways_budget_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seq = 0;
+    {
+        let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+        loop {
+            seq += 1;
+            let hb = encode(alert_frame(AlertState::Heartbeat, seq, ""), &key());
+            if gw
+                .handle(&received(hb), SystemTime::now(), Instant::now())
+                .ack
+                .is_none()
+            {
+                break;
+            }
+        }
+        let (path, bytes) = gw.take_state_if_changed().expect("changed");
+        nodewatch_lora::persist::write_atomic(&path, &bytes).expect("write");
+    }
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let hb = encode(alert_frame(AlertState::Heartbeat, seq + 1, ""), &key());
+    assert!(
+        gw.handle(&received(hb), SystemTime::now(), Instant::now())
+            .ack
+            .is_none(),
+        "a restart must not refill the budget"
+    );
+}
