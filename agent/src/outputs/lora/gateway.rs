@@ -60,6 +60,12 @@ struct ActiveAlert {
     starts_at: SystemTime,
 }
 
+/// Re-acknowledgements of one frame: enough for a node whose acknowledgements got
+/// lost a few times, too few for a replayer to drain the budget.
+const MAX_REACKS: u8 = 3;
+/// Sequences per node whose re-acknowledgements are remembered (the replay window's).
+const REACK_MEMORY: usize = 64;
+
 /// The alert the gateway raises for a node silent past `node_timeout_secs`; the
 /// central server's rule of the same name (rules/lora.yml) has the same labels, so
 /// Alertmanager groups the two.
@@ -110,6 +116,8 @@ pub struct Gateway {
     active: BTreeMap<(NodeId, String), ActiveAlert>,
     rejected: BTreeMap<&'static str, u64>,
     duplicates: u64,
+    /// Re-acknowledgements given per node and sequence (the latest few sequences).
+    reacks: BTreeMap<NodeId, std::collections::VecDeque<(u32, u8)>>,
     acks: BTreeMap<&'static str, u64>,
     airtime: Duration,
     radio_errors: u64,
@@ -183,6 +191,7 @@ impl Gateway {
             active,
             rejected: BTreeMap::new(),
             duplicates: 0,
+            reacks: BTreeMap::new(),
             acks: BTreeMap::new(),
             airtime: Duration::ZERO,
             radio_errors: 0,
@@ -260,7 +269,15 @@ impl Gateway {
                     ),
                 );
             }
-            Verdict::Duplicate => self.duplicates += 1,
+            Verdict::Duplicate => {
+                self.duplicates += 1;
+                if !self.may_reack(node, alert.sequence) {
+                    // A replayed duplicate must not drain the budget: once a node has
+                    // had a few re-acknowledgements of a frame, it gets no more.
+                    *self.acks.entry("rate_limited").or_default() += 1;
+                    return handled;
+                }
+            }
             Verdict::New => {
                 self.replay.accept(node, alert.sequence);
                 if let Err(e) = self.replay.save(&self.replay_path) {
@@ -328,6 +345,24 @@ impl Gateway {
             }
         }
         handled
+    }
+
+    /// Whether a duplicate of `sequence` from `node` may be acknowledged again (at
+    /// most [`MAX_REACKS`] times per sequence).
+    fn may_reack(&mut self, node: NodeId, sequence: u32) -> bool {
+        let given = self.reacks.entry(node).or_default();
+        if let Some((_, count)) = given.iter_mut().find(|(s, _)| *s == sequence) {
+            if *count >= MAX_REACKS {
+                return false;
+            }
+            *count += 1;
+            return true;
+        }
+        if given.len() >= REACK_MEMORY {
+            given.pop_front();
+        }
+        given.push_back((sequence, 1));
+        true
     }
 
     fn apply(
@@ -578,10 +613,10 @@ impl Gateway {
             &[],
             self.duplicates as f64,
         );
-        for result in ["sent", "over_budget"] {
+        for result in ["sent", "over_budget", "rate_limited"] {
             sink.counter(
                 "nodewatch_lora_acks_total",
-                "Acknowledgements, sent or skipped for lack of duty-cycle budget.",
+                "Acknowledgements: sent, skipped for lack of duty-cycle budget, or refused to a duplicate re-acknowledged too often.",
                 &[("result", result)],
                 self.acks.get(result).copied().unwrap_or(0) as f64,
             );

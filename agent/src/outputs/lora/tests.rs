@@ -585,3 +585,40 @@ async fn the_gateways_budget_survives_a_restart() {
         "a restart must not refill the budget"
     );
 }
+
+/// A frame heard again is re-acknowledged at most three times: a replayer cannot
+/// drain the gateway's budget with it.
+#[tokio::test(start_paused = true)]
+async fn duplicates_are_reacknowledged_a_few_times_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let frame = encode(alert_frame(AlertState::Firing, 7, "A"), &key());
+    let acked: Vec<bool> = (0..10)
+        .map(|_| {
+            gw.handle(&received(frame.clone()), SystemTime::now(), Instant::now())
+                .ack
+                .is_some()
+        })
+        .collect();
+    // The first hearing and three re-acknowledgements.
+    assert_eq!(acked.iter().filter(|a| **a).count(), 4, "{acked:?}");
+    assert!(acked[..4].iter().all(|a| *a), "{acked:?}");
+    // Another frame is acknowledged as usual.
+    let next = encode(alert_frame(AlertState::Firing, 8, "A"), &key());
+    assert!(
+        gw.handle(&received(next), SystemTime::now(), Instant::now())
+            .ack
+            .is_some()
+    );
+    let families = gw.metrics(&Default::default());
+    let acks = families
+        .iter()
+        .find(|f| f.name() == "nodewatch_lora_acks_total")
+        .expect("acks family");
+    let limited = acks
+        .get_metric()
+        .iter()
+        .find(|m| m.get_label().iter().any(|l| l.value() == "rate_limited"))
+        .expect("rate_limited");
+    assert_eq!(limited.get_counter().get_value(), 6.0);
+}
