@@ -146,13 +146,20 @@ impl ReplayWindow {
 
     /// Saves the windows atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), String> {
+        let json = self
+            .to_bytes()
+            .map_err(|e| format!("encoding {}: {e}", path.display()))?;
+        persist::write_atomic(path, &json)
+    }
+
+    /// The file's contents, for a caller that writes it elsewhere (off its runtime
+    /// thread) with [`persist::write_atomic`].
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let saved = Saved {
             version: FILE_VERSION,
             nodes: self.nodes.clone(),
         };
-        let json = serde_json::to_vec_pretty(&saved)
-            .map_err(|e| format!("encoding {}: {e}", path.display()))?;
-        persist::write_atomic(path, &json)
+        serde_json::to_vec_pretty(&saved).map_err(|e| e.to_string())
     }
 }
 

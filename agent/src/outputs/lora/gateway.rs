@@ -1,8 +1,8 @@
 //! The gateway side (`lora.gateway = true`): receive, verify, acknowledge, forward.
 //!
 //! Each frame is checked against its node's key (or the network key), then against
-//! the node's replay window (persisted in `state_dir/lora-replay.json`, so a restart
-//! does not reopen it). A new frame updates the node's figures and its alerts and is
+//! the node's replay window (persisted in `state_dir/lora-replay.json` by a writer
+//! thread, so a restart does not reopen it and its fsync never holds up the radio). A new frame updates the node's figures and its alerts and is
 //! acknowledged; a duplicate (the node resending because our acknowledgement was
 //! lost) is acknowledged again but changes nothing; a replay or a forgery is counted
 //! and dropped. Acknowledgements spend the gateway's own duty-cycle budget.
@@ -105,6 +105,8 @@ pub struct Gateway {
     keys: Keys,
     replay: ReplayWindow,
     replay_path: PathBuf,
+    /// The replay window changed since it was last handed to the writer.
+    replay_dirty: bool,
     state_path: PathBuf,
     /// The firing sets changed since the state file was last written.
     state_dirty: bool,
@@ -179,6 +181,7 @@ impl Gateway {
             keys,
             replay,
             replay_path,
+            replay_dirty: false,
             state_path,
             state_dirty: false,
             repost_interval: Duration::try_from_secs_f64(lora.repost_interval_secs)
@@ -280,9 +283,8 @@ impl Gateway {
             }
             Verdict::New => {
                 self.replay.accept(node, alert.sequence);
-                if let Err(e) = self.replay.save(&self.replay_path) {
-                    self.last_error = Some(e);
-                }
+                // Written by the state writer, off the runtime thread.
+                self.replay_dirty = true;
                 let name = self.keys.name_of(node);
                 let stats = self.nodes.entry(node).or_insert(NodeStats {
                     name,
@@ -519,6 +521,20 @@ impl Gateway {
             .collect()
     }
 
+    /// The replay window file's contents when it changed since the last call.
+    pub fn take_replay_if_changed(&mut self) -> Option<(PathBuf, Vec<u8>)> {
+        if !std::mem::replace(&mut self.replay_dirty, false) {
+            return None;
+        }
+        match self.replay.to_bytes() {
+            Ok(bytes) => Some((self.replay_path.clone(), bytes)),
+            Err(e) => {
+                self.last_error = Some(format!("{}: {e}", self.replay_path.display()));
+                None
+            }
+        }
+    }
+
     /// The state file's contents when the firing sets changed since the last call.
     pub fn take_state_if_changed(&mut self) -> Option<(PathBuf, Vec<u8>)> {
         if !std::mem::replace(&mut self.state_dirty, false) {
@@ -733,6 +749,8 @@ pub async fn run<R: Radio>(
     let (state_tx, state_rx) = watch::channel(None);
     let state_errors = Arc::new(std::sync::Mutex::new(None));
     let writer = tokio::spawn(state_writer(state_rx, state_errors.clone()));
+    let (replay_tx, replay_rx) = watch::channel(None);
+    let replay_writer = tokio::spawn(state_writer(replay_rx, state_errors.clone()));
     // Alerts restored from the state file are posted again at once.
     let restored = gateway.startup_posts(SystemTime::now(), Instant::now());
     if !restored.is_empty() {
@@ -744,6 +762,9 @@ pub async fn run<R: Radio>(
     loop {
         if let Some(state) = gateway.take_state_if_changed() {
             state_tx.send_replace(Some(state));
+        }
+        if let Some(window) = gateway.take_replay_if_changed() {
+            replay_tx.send_replace(Some(window));
         }
         let state_error = state_errors
             .lock()
@@ -801,9 +822,14 @@ pub async fn run<R: Radio>(
     if let Some(state) = gateway.take_state_if_changed() {
         state_tx.send_replace(Some(state));
     }
+    if let Some(window) = gateway.take_replay_if_changed() {
+        replay_tx.send_replace(Some(window));
+    }
     drop(state_tx);
+    drop(replay_tx);
     drop(batches);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), replay_writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), poster).await;
     Ok(())
 }

@@ -340,6 +340,10 @@ async fn replay_window_survives_a_gateway_restart() {
             let hb = encode(alert_frame(AlertState::Heartbeat, seq, ""), &key());
             gw.handle(&received(hb), SystemTime::now(), Instant::now());
         }
+        // What the run loop hands to its writer thread.
+        let (path, bytes) = gw.take_replay_if_changed().expect("changed");
+        nodewatch_lora::persist::write_atomic(&path, &bytes).expect("write");
+        assert!(gw.take_replay_if_changed().is_none());
     }
     let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
     assert_eq!(
