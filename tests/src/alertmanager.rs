@@ -1,15 +1,15 @@
 //! Debian's Alertmanager (`prometheus-alertmanager`) on a free loopback port, with
-//! gossip off, routing everything to a webhook sink the test owns.
+//! gossip off, routing everything to a webhook sink the test owns (or on a given
+//! configuration file).
 
-use std::io::{BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{Child, free_port, get_text, http, program, read_http_request, wait_until};
+use crate::sink::Recorder;
+use crate::{Child, free_port, get_text, program, wait_until};
 
 /// One notification the webhook sink received.
 #[derive(Debug, Clone)]
@@ -26,30 +26,29 @@ pub struct Notification {
 pub struct WebhookSink {
     /// `http://127.0.0.1:PORT/hook`.
     pub url: String,
-    received: Arc<Mutex<Vec<Notification>>>,
+    recorder: Recorder<Notification>,
 }
 
 impl WebhookSink {
     /// Starts the sink in a background thread (it lives as long as the process).
     pub fn start() -> Result<WebhookSink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}/hook", listener.local_addr()?);
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_one(stream, &sink);
-                });
-            }
-        });
-        Ok(WebhookSink { url, received })
+        let recorder = Recorder::http(
+            |_path, body| {
+                let at = Instant::now();
+                let body = serde_json::from_slice(&body).ok()?;
+                Some(Notification { at, body })
+            },
+            b"",
+        )?;
+        Ok(WebhookSink {
+            url: format!("http://{}/hook", recorder.address),
+            recorder,
+        })
     }
 
     /// Everything received so far.
     pub fn received(&self) -> Vec<Notification> {
-        self.received.lock().unwrap().clone()
+        self.recorder.records()
     }
 
     /// Waits until an alert matching `matches` arrives with `status` ("firing" or
@@ -60,38 +59,24 @@ impl WebhookSink {
         timeout: Duration,
         matches: impl Fn(&Value) -> bool,
     ) -> Result<(Instant, Value)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            for n in self.received() {
-                for alert in n.body["alerts"].as_array().into_iter().flatten() {
-                    if alert["status"] == status && matches(alert) {
-                        return Ok((n.at, alert.clone()));
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                bail!(
+        self.recorder
+            .wait_for(timeout, |notifications| {
+                notifications.iter().find_map(|n| {
+                    n.body["alerts"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|alert| alert["status"] == status && matches(alert))
+                        .map(|alert| (n.at, alert.clone()))
+                })
+            })
+            .with_context(|| {
+                format!(
                     "no {status} alert arrived within {timeout:?}; received: {:#?}",
                     self.received().iter().map(|n| &n.body).collect::<Vec<_>>()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+                )
+            })
     }
-}
-
-fn serve_one(stream: TcpStream, sink: &Mutex<Vec<Notification>>) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    while let Some(body) = read_http_request(&mut reader)? {
-        let at = Instant::now();
-        if let Ok(body) = serde_json::from_slice(&body) {
-            sink.lock().unwrap().push(Notification { at, body });
-        }
-        let mut out = &stream;
-        out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")?;
-        out.flush()?;
-    }
-    Ok(())
 }
 
 /// A running Alertmanager.
@@ -108,7 +93,6 @@ impl Alertmanager {
     /// Starts Alertmanager routing every alert to `webhook_url` at once (group_wait
     /// 0 s, group_interval 1 s, resolved notifications on), gossip off.
     pub fn start(webhook_url: &str) -> Result<Alertmanager> {
-        let binary = program("prometheus-alertmanager", "prometheus-alertmanager")?;
         let dir = tempfile::tempdir()?;
         let config = format!(
             "route:\n  receiver: sink\n  group_by: ['alertname', 'node']\n  group_wait: 0s\n  \
@@ -118,9 +102,20 @@ impl Alertmanager {
         );
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config)?;
+        Alertmanager::launch(&config_path, dir)
+    }
+
+    /// Starts Alertmanager on `config` with a fresh storage directory, gossip off.
+    pub fn start_with_config(config: &Path) -> Result<Alertmanager> {
+        Alertmanager::launch(config, tempfile::tempdir()?)
+    }
+
+    /// Starts Alertmanager on `config` with its storage under `dir`, which it keeps.
+    fn launch(config: &Path, dir: tempfile::TempDir) -> Result<Alertmanager> {
+        let binary = program("prometheus-alertmanager", "prometheus-alertmanager")?;
         let address = format!("127.0.0.1:{}", free_port());
         let args = [
-            format!("--config.file={}", config_path.display()),
+            format!("--config.file={}", config.display()),
             format!("--storage.path={}", dir.path().join("data").display()),
             format!("--web.listen-address={address}"),
             "--cluster.listen-address=".to_string(),
@@ -143,12 +138,11 @@ impl Alertmanager {
         format!("http://{}", self.address)
     }
 
-    /// The alerts Alertmanager holds now (`GET /api/v2/alerts`).
+    /// The alerts Alertmanager holds now (`GET /api/v2/alerts`, inhibited ones
+    /// included).
     pub fn alerts(&self) -> Result<Vec<Value>> {
-        let mut response = http()
-            .get(format!("http://{}/api/v2/alerts", self.address))
-            .call()?;
-        let body: Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
+        let body: Value =
+            serde_json::from_str(&get_text(&format!("{}/api/v2/alerts", self.url()))?)?;
         Ok(body.as_array().cloned().unwrap_or_default())
     }
 }

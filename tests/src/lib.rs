@@ -13,6 +13,7 @@ pub mod evm;
 pub mod metrics_text;
 pub mod process;
 pub mod server;
+pub mod sink;
 pub mod ssh;
 
 use std::net::TcpListener;
@@ -195,11 +196,23 @@ impl Agent {
 /// harness's small stand-in servers (the RPC proxy, the webhook sink); `None` when the
 /// client closed the connection first.
 pub fn read_http_request(reader: &mut impl std::io::BufRead) -> Result<Option<Vec<u8>>> {
+    Ok(read_http_request_with_path(reader)?.map(|(_, body)| body))
+}
+
+/// Like [`read_http_request`], with the request's path: `(path, body)`.
+pub fn read_http_request_with_path(
+    reader: &mut impl std::io::BufRead,
+) -> Result<Option<(String, Vec<u8>)>> {
     let mut content_length = 0usize;
     let mut request_line = String::new();
     if reader.read_line(&mut request_line)? == 0 {
         return Ok(None);
     }
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -217,7 +230,7 @@ pub fn read_http_request(reader: &mut impl std::io::BufRead) -> Result<Option<Ve
     }
     let mut body = vec![0; content_length];
     reader.read_exact(&mut body)?;
-    Ok(Some(body))
+    Ok(Some((path, body)))
 }
 
 /// An HTTP agent that never retries and never reads proxies from the environment.
@@ -280,20 +293,22 @@ impl NodeExporter {
     }
 }
 
-/// A running Prometheus server scraping the given targets every second.
+/// A running Prometheus: one scraping given targets every second, or one started on a
+/// given configuration file (`server::Prometheus::start_site`).
 #[derive(Debug)]
 pub struct Prometheus {
     /// The process.
     pub child: Child,
     /// `127.0.0.1:PORT`.
     pub address: String,
-    _dir: tempfile::TempDir,
+    /// Its `--storage.tsdb.path`.
+    pub tsdb: PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Prometheus {
     /// Starts Prometheus with one job `node` scraping `targets` (host:port).
     pub fn start(targets: &[&str]) -> Result<Prometheus> {
-        let binary = program("prometheus", "prometheus")?;
         let dir = tempfile::tempdir()?;
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
@@ -303,12 +318,23 @@ impl Prometheus {
         );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
+        let mut prometheus =
+            Prometheus::start_with_config(&config_path, &dir.path().join("tsdb"), &[])?;
+        prometheus._dir = Some(dir);
+        Ok(prometheus)
+    }
+
+    /// Starts Prometheus on `config` with its TSDB in `tsdb`, plus `flags`, and waits
+    /// until it is ready.
+    pub fn start_with_config(config: &Path, tsdb: &Path, flags: &[&str]) -> Result<Prometheus> {
+        let binary = program("prometheus", "prometheus")?;
         let address = format!("127.0.0.1:{}", free_port());
-        let args = [
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()),
+        let mut args = vec![
+            format!("--config.file={}", config.display()),
+            format!("--storage.tsdb.path={}", tsdb.display()),
             format!("--web.listen-address={address}"),
         ];
+        args.extend(flags.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let child = Child::spawn("prometheus", &binary, &args, &[])?;
         let ready = format!("http://{address}/-/ready");
@@ -318,22 +344,34 @@ impl Prometheus {
         Ok(Prometheus {
             child,
             address,
-            _dir: dir,
+            tsdb: tsdb.to_path_buf(),
+            _dir: None,
         })
     }
 
-    /// Runs an instant query and returns `(labels, value)` per series.
+    /// `http://ADDRESS`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// An instant query: `(labels, value)` per series (a scalar is one unlabelled
+    /// series).
     pub fn query(&self, expr: &str) -> Result<Vec<(serde_json::Value, f64)>> {
         let mut response = http()
-            .get(format!("http://{}/api/v1/query", self.address))
+            .get(format!("{}/api/v1/query", self.url()))
             .query("query", expr)
             .call()?;
         let body: serde_json::Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
         if body["status"] != "success" {
             bail!("query {expr}: {body}");
         }
+        let data = &body["data"];
+        if data["resultType"] == "scalar" {
+            let value: f64 = data["result"][1].as_str().unwrap_or("NaN").parse()?;
+            return Ok(vec![(serde_json::Value::Null, value)]);
+        }
         let mut out = Vec::new();
-        for series in body["data"]["result"].as_array().into_iter().flatten() {
+        for series in data["result"].as_array().into_iter().flatten() {
             let value: f64 = series["value"][1].as_str().unwrap_or("NaN").parse()?;
             out.push((series["metric"].clone(), value));
         }

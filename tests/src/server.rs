@@ -7,16 +7,16 @@
 //! rewrite only those durations (to 1 s); expressions, labels, routes and receivers are
 //! the shipped ones.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use serde_json::Value;
+use anyhow::{Context, Result};
 
-use crate::{Child, free_port, get_text, http, program, wait_until, workspace_root};
+use crate::sink::Recorder;
+use crate::{Prometheus, workspace_root};
 
 /// `config/server`.
 pub fn server_dir() -> PathBuf {
@@ -58,6 +58,22 @@ pub fn compress_durations(text: &str, keys: &[&str], value: &str) -> String {
         .collect()
 }
 
+/// Rewrites the scrape and evaluation intervals and the scrape timeout of a Prometheus
+/// configuration file to 1 s, in place.
+pub fn compress_prometheus_timings(config: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("read {}", config.display()))?;
+    std::fs::write(
+        config,
+        compress_durations(
+            &text,
+            &["scrape_interval", "evaluation_interval", "scrape_timeout"],
+            "1s",
+        ),
+    )
+    .with_context(|| format!("write {}", config.display()))
+}
+
 /// One target of a file_sd file: address and labels.
 pub type Target<'a> = (&'a str, &'a [(&'a str, &'a str)]);
 
@@ -96,16 +112,7 @@ impl SiteConfig {
             std::fs::write(entry?.path(), "[]\n")?;
         }
         if fast {
-            let config = dir.path().join("prometheus.yml");
-            let text = std::fs::read_to_string(&config)?;
-            std::fs::write(
-                &config,
-                compress_durations(
-                    &text,
-                    &["scrape_interval", "evaluation_interval", "scrape_timeout"],
-                    "1s",
-                ),
-            )?;
+            compress_prometheus_timings(&dir.path().join("prometheus.yml"))?;
             for entry in std::fs::read_dir(dir.path().join("rules"))? {
                 let path = entry?.path();
                 let text = std::fs::read_to_string(&path)?;
@@ -130,90 +137,27 @@ impl SiteConfig {
     }
 }
 
-/// A Prometheus started on a given configuration file.
-#[derive(Debug)]
-pub struct SitePrometheus {
-    /// The process.
-    pub child: Child,
-    /// `127.0.0.1:PORT`.
-    pub address: String,
-    /// Its `--storage.tsdb.path`.
-    pub tsdb: PathBuf,
+/// The shipped site configuration with 1 s timings and its `nodes` targets set to
+/// `address` labelled `node`, and a Prometheus on it with its TSDB in `tsdb`.
+pub fn site_scraping(address: &str, node: &str, tsdb: &Path) -> Result<(SiteConfig, Prometheus)> {
+    let site = SiteConfig::new(true)?;
+    site.set_targets("nodes", &[(address, &[("node", node)])])?;
+    let prometheus = Prometheus::start_site(&site.config_file(), tsdb, &[])?;
+    Ok((site, prometheus))
 }
 
-impl SitePrometheus {
+impl Prometheus {
     /// Starts Prometheus on `config` with its TSDB in `tsdb`, the admin API and
     /// lifecycle on, alerts resent every second (the first is dropped before the
     /// Alertmanager is discovered), plus `extra` flags.
-    pub fn start(config: &Path, tsdb: &Path, extra: &[&str]) -> Result<SitePrometheus> {
-        let binary = program("prometheus", "prometheus")?;
-        let address = format!("127.0.0.1:{}", free_port());
-        let mut args = vec![
-            format!("--config.file={}", config.display()),
-            format!("--storage.tsdb.path={}", tsdb.display()),
-            format!("--web.listen-address={address}"),
-            "--web.enable-admin-api".into(),
-            "--web.enable-lifecycle".into(),
-            "--rules.alert.resend-delay=1s".into(),
+    pub fn start_site(config: &Path, tsdb: &Path, extra: &[&str]) -> Result<Prometheus> {
+        let mut flags = vec![
+            "--web.enable-admin-api",
+            "--web.enable-lifecycle",
+            "--rules.alert.resend-delay=1s",
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = Child::spawn("prometheus", &binary, &args, &[])?;
-        let ready = format!("http://{address}/-/ready");
-        if !wait_until(Duration::from_secs(30), || get_text(&ready).is_ok()) {
-            bail!("Prometheus did not become ready; log:\n{}", child.log());
-        }
-        Ok(SitePrometheus {
-            child,
-            address,
-            tsdb: tsdb.to_path_buf(),
-        })
-    }
-
-    /// `http://ADDRESS`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// An instant query: `(labels, value)` per series (a scalar is one unlabelled
-    /// series).
-    pub fn query(&self, expr: &str) -> Result<Vec<(Value, f64)>> {
-        let mut response = http()
-            .get(format!("{}/api/v1/query", self.url()))
-            .query("query", expr)
-            .call()?;
-        let body: Value = serde_json::from_str(&response.body_mut().read_to_string()?)?;
-        if body["status"] != "success" {
-            bail!("query {expr}: {body}");
-        }
-        let data = &body["data"];
-        if data["resultType"] == "scalar" {
-            let value: f64 = data["result"][1].as_str().unwrap_or("NaN").parse()?;
-            return Ok(vec![(Value::Null, value)]);
-        }
-        let mut out = Vec::new();
-        for series in data["result"].as_array().into_iter().flatten() {
-            let value: f64 = series["value"][1].as_str().unwrap_or("NaN").parse()?;
-            out.push((series["metric"].clone(), value));
-        }
-        Ok(out)
-    }
-
-    /// Waits until `expr` returns a series, and returns them.
-    pub fn wait_for(&self, expr: &str, timeout: Duration) -> Result<Vec<(Value, f64)>> {
-        let mut last = Ok(Vec::new());
-        wait_until(timeout, || {
-            last = self.query(expr);
-            matches!(&last, Ok(v) if !v.is_empty())
-        });
-        match last {
-            Ok(v) if !v.is_empty() => Ok(v),
-            Ok(_) => bail!(
-                "query {expr} returned nothing within {timeout:?}; log:\n{}",
-                self.child.log()
-            ),
-            Err(e) => Err(e),
-        }
+        flags.extend_from_slice(extra);
+        Prometheus::start_with_config(config, tsdb, &flags)
     }
 }
 
@@ -233,104 +177,59 @@ pub struct Received {
 pub struct HttpSink {
     /// `http://127.0.0.1:PORT`.
     pub url: String,
-    received: Arc<Mutex<Vec<Received>>>,
+    recorder: Recorder<Received>,
 }
+
+/// Telegram's answer to sendMessage (Alertmanager 0.25 reads its message id and crashes
+/// on an answer without one); the other APIs only look at the status.
+const TELEGRAM_ANSWER: &[u8] =
+    br#"{"ok":true,"result":{"message_id":1,"date":0,"chat":{"id":42,"type":"group"}}}"#;
 
 impl HttpSink {
     /// Starts the sink (it lives as long as the process).
     pub fn start() -> Result<HttpSink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let sink = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_http(stream, &sink);
-                });
-            }
-        });
-        Ok(HttpSink { url, received })
+        let recorder = Recorder::http(
+            |path, body| {
+                Some(Received {
+                    path,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                })
+            },
+            TELEGRAM_ANSWER,
+        )?;
+        Ok(HttpSink {
+            url: format!("http://{}", recorder.address),
+            recorder,
+        })
     }
 
     /// Requests whose path starts with `prefix`.
     pub fn received(&self, prefix: &str) -> Vec<Received> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
+        self.recorder
+            .records()
+            .into_iter()
             .filter(|r| r.path.starts_with(prefix))
-            .cloned()
             .collect()
     }
 
     /// Waits until a request under `prefix` has a body containing every one of
     /// `needles`; returns it.
     pub fn wait_for(&self, prefix: &str, needles: &[&str], timeout: Duration) -> Result<Received> {
-        let mut found = None;
-        wait_until(timeout, || {
-            found = self
-                .received(prefix)
-                .into_iter()
-                .find(|r| needles.iter().all(|n| r.body.contains(n)));
-            found.is_some()
-        });
-        found.with_context(|| {
-            format!(
-                "nothing under {prefix} contained {needles:?} within {timeout:?}; received: {:#?}",
-                self.received(prefix)
-            )
-        })
-    }
-}
-
-fn serve_http(stream: TcpStream, sink: &Mutex<Vec<Received>>) -> Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    loop {
-        let mut request_line = String::new();
-        if reader.read_line(&mut request_line)? == 0 {
-            return Ok(());
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or("")
-            .to_string();
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                content_length = value.trim().parse()?;
-            }
-        }
-        let mut body = vec![0; content_length];
-        reader.read_exact(&mut body)?;
-        sink.lock().unwrap().push(Received {
-            path,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-        // Telegram's answer to sendMessage (Alertmanager 0.25 reads its message id and
-        // crashes on an answer without one); the other APIs only look at the status.
-        let answer =
-            br#"{"ok":true,"result":{"message_id":1,"date":0,"chat":{"id":42,"type":"group"}}}"#;
-        let mut out = &stream;
-        write!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            answer.len()
-        )?;
-        out.write_all(answer)?;
-        out.flush()?;
+        self.recorder
+            .wait_for(timeout, |records| {
+                records
+                    .iter()
+                    .find(|r| {
+                        r.path.starts_with(prefix) && needles.iter().all(|n| r.body.contains(n))
+                    })
+                    .cloned()
+            })
+            .with_context(|| {
+                format!(
+                    "nothing under {prefix} contained {needles:?} within {timeout:?}; received: {:#?}",
+                    self.received(prefix)
+                )
+            })
     }
 }
 
@@ -340,48 +239,39 @@ fn serve_http(stream: TcpStream, sink: &Mutex<Vec<Received>>) -> Result<()> {
 pub struct SmtpSink {
     /// `127.0.0.1:PORT`.
     pub address: String,
-    messages: Arc<Mutex<Vec<String>>>,
+    recorder: Recorder<String>,
 }
 
 impl SmtpSink {
     /// Starts the sink (it lives as long as the process).
     pub fn start() -> Result<SmtpSink> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let address = listener.local_addr()?.to_string();
-        let messages = Arc::new(Mutex::new(Vec::new()));
-        let sink = messages.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = sink.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_smtp(stream, &sink);
-                });
-            }
-        });
-        Ok(SmtpSink { address, messages })
+        let recorder = Recorder::start(serve_smtp)?;
+        Ok(SmtpSink {
+            address: recorder.address.to_string(),
+            recorder,
+        })
     }
 
     /// The messages received so far (headers and body, dot-unstuffed).
     pub fn messages(&self) -> Vec<String> {
-        self.messages.lock().unwrap().clone()
+        self.recorder.records()
     }
 
     /// Waits until a message contains every one of `needles`.
     pub fn wait_for(&self, needles: &[&str], timeout: Duration) -> Result<String> {
-        let mut found = None;
-        wait_until(timeout, || {
-            found = self
-                .messages()
-                .into_iter()
-                .find(|m| needles.iter().all(|n| m.contains(n)));
-            found.is_some()
-        });
-        found.with_context(|| {
-            format!(
-                "no mail contained {needles:?} within {timeout:?}; received: {:#?}",
-                self.messages()
-            )
-        })
+        self.recorder
+            .wait_for(timeout, |messages| {
+                messages
+                    .iter()
+                    .find(|m| needles.iter().all(|n| m.contains(n)))
+                    .cloned()
+            })
+            .with_context(|| {
+                format!(
+                    "no mail contained {needles:?} within {timeout:?}; received: {:#?}",
+                    self.messages()
+                )
+            })
     }
 }
 
@@ -439,49 +329,4 @@ pub fn run(program_path: &Path, args: &[&str], dir: &Path) -> Result<(bool, Stri
             String::from_utf8_lossy(&output.stderr)
         ),
     ))
-}
-
-/// Alertmanager started on a given configuration file, gossip off.
-#[derive(Debug)]
-pub struct SiteAlertmanager {
-    /// The process.
-    pub child: Child,
-    /// `127.0.0.1:PORT`.
-    pub address: String,
-    _data: tempfile::TempDir,
-}
-
-impl SiteAlertmanager {
-    /// Starts Alertmanager on `config` with a fresh storage directory.
-    pub fn start(config: &Path) -> Result<SiteAlertmanager> {
-        let binary = program("prometheus-alertmanager", "prometheus-alertmanager")?;
-        let data = tempfile::tempdir()?;
-        let address = format!("127.0.0.1:{}", free_port());
-        let args = [
-            format!("--config.file={}", config.display()),
-            format!("--storage.path={}", data.path().display()),
-            format!("--web.listen-address={address}"),
-            "--cluster.listen-address=".to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = Child::spawn("alertmanager", &binary, &args, &[])?;
-        let ready = format!("http://{address}/-/ready");
-        if !wait_until(Duration::from_secs(30), || get_text(&ready).is_ok()) {
-            bail!("Alertmanager did not become ready; log:\n{}", child.log());
-        }
-        Ok(SiteAlertmanager {
-            child,
-            address,
-            _data: data,
-        })
-    }
-
-    /// The alerts Alertmanager holds (`GET /api/v2/alerts`, inhibited ones included).
-    pub fn alerts(&self) -> Result<Vec<Value>> {
-        let body: Value = serde_json::from_str(&get_text(&format!(
-            "http://{}/api/v2/alerts",
-            self.address
-        ))?)?;
-        Ok(body.as_array().cloned().unwrap_or_default())
-    }
 }

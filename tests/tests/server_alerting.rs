@@ -20,11 +20,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{agent_fixture_args, copy_tree, strs};
+use nodewatch_tests::alertmanager::Alertmanager;
 use nodewatch_tests::server::{
-    HttpSink, SiteAlertmanager, SiteConfig, SitePrometheus, SmtpSink, compress_durations, run,
-    server_dir,
+    HttpSink, SiteConfig, SmtpSink, compress_durations, run, server_dir,
 };
-use nodewatch_tests::{Agent, fixture, free_port, wait_until};
+use nodewatch_tests::{Agent, Prometheus, fixture, free_port, wait_until};
 
 const BOT_TOKEN: &str = "4242:test-token";
 const ROUTING_KEY: &str = "test-routing-key";
@@ -116,7 +116,7 @@ fn alerts_reach_the_right_receivers_inhibited_and_resolved() {
     let http = HttpSink::start().expect("http sink");
     let smtp = SmtpSink::start().expect("smtp sink");
     let am_config = render_alertmanager(work.path(), &http, &smtp);
-    let alertmanager = SiteAlertmanager::start(&am_config).expect("alertmanager");
+    let alertmanager = Alertmanager::start_with_config(&am_config).expect("alertmanager");
 
     let (_pi_dir, pi_root) = pi_booted_now();
     let pi = Agent::start(&strs(&agent_fixture_args(
@@ -136,7 +136,7 @@ fn alerts_reach_the_right_receivers_inhibited_and_resolved() {
         ],
     )
     .expect("targets");
-    let prometheus = SitePrometheus::start(&site.config_file(), &work.path().join("tsdb"), &[])
+    let prometheus = Prometheus::start_site(&site.config_file(), &work.path().join("tsdb"), &[])
         .expect("prometheus");
     let timeout = Duration::from_secs(60);
     let state = || {

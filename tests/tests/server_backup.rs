@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{agent_fixture_args, strs};
-use nodewatch_tests::server::{SiteConfig, SitePrometheus, run, server_dir};
-use nodewatch_tests::{Agent, fixture};
+use nodewatch_tests::server::{run, server_dir, site_scraping};
+use nodewatch_tests::{Agent, Prometheus, fixture};
 
 /// An empty SQLite database (one 4096-byte page: the header and an empty schema table),
 /// standing in for Grafana's.
@@ -42,11 +42,8 @@ fn backup_restores_into_a_fresh_prometheus() {
         &fixture("textfile"),
     )))
     .expect("agent");
-    let site = SiteConfig::new(true).expect("site config");
-    site.set_targets("nodes", &[(&agent.address, &[("node", "pi-01")])])
-        .expect("targets");
     let tsdb = work.path().join("tsdb");
-    let prometheus = SitePrometheus::start(&site.config_file(), &tsdb, &[]).expect("prometheus");
+    let (_site, prometheus) = site_scraping(&agent.address, "pi-01", &tsdb).expect("site");
     let known = r#"node_filesystem_size_bytes{node="pi-01",mountpoint="/"}"#;
     let before = prometheus
         .wait_for(known, Duration::from_secs(40))
@@ -113,7 +110,7 @@ fn backup_restores_into_a_fresh_prometheus() {
     // A fresh Prometheus on the restored TSDB, scraping nothing.
     let empty = work.path().join("empty.yml");
     std::fs::write(&empty, "global: { scrape_interval: 1s }\n").expect("write");
-    let fresh = SitePrometheus::start(&empty, &restored.join("prometheus/snapshot"), &[])
+    let fresh = Prometheus::start_site(&empty, &restored.join("prometheus/snapshot"), &[])
         .expect("fresh prometheus");
     let after = fresh
         .wait_for(

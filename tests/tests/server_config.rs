@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use nodewatch_tests::server::{SitePrometheus, run, server_dir};
-use nodewatch_tests::{agent_binary, get_text, program, promtool};
+use nodewatch_tests::server::{run, server_dir};
+use nodewatch_tests::{Prometheus, agent_binary, get_text, program, promtool};
 use serde_json::Value;
 
 /// The alerts the issue names, with their fixed severity where it has one.
@@ -165,7 +165,7 @@ fn central_rules_match_the_agents_local_rules() {
         ));
     }
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write");
-    let prometheus = SitePrometheus::start(
+    let prometheus = Prometheus::start_site(
         &dir.path().join("prometheus.yml"),
         &dir.path().join("tsdb"),
         &[],

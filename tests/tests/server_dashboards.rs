@@ -23,8 +23,8 @@ use std::time::Duration;
 use common::{agent_fixture_args, strs};
 use nodewatch_tests::docker::{Dockerd, STUB_IMAGE};
 use nodewatch_tests::evm::{Anvil, WalletExporter, address_word, exporter_binary, word};
-use nodewatch_tests::server::{SiteConfig, SitePrometheus, server_dir};
-use nodewatch_tests::{Agent, fixture, free_port, get_text, wait_until};
+use nodewatch_tests::server::{SiteConfig, server_dir};
+use nodewatch_tests::{Agent, Prometheus, fixture, free_port, get_text, wait_until};
 use serde_json::Value;
 
 const E18: u128 = 1_000_000_000_000_000_000;
@@ -277,7 +277,7 @@ fn every_panel_query_returns_data() {
     site.set_targets("intmax-reward", &[(&rewards.address, &[])])
         .expect("targets");
     let prometheus =
-        SitePrometheus::start(&site.config_file(), &dir.join("tsdb"), &[]).expect("prometheus");
+        Prometheus::start_site(&site.config_file(), &dir.join("tsdb"), &[]).expect("prometheus");
 
     // Every target up, then a few scrapes more so rates have two points.
     let timeout = Duration::from_secs(60);

@@ -8,10 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{agent_fixture_args, strs};
-use nodewatch_tests::server::{
-    SiteConfig, SitePrometheus, compress_durations, copy_dir, server_dir,
-};
-use nodewatch_tests::{Agent, fixture};
+use nodewatch_tests::server::{compress_prometheus_timings, copy_dir, server_dir, site_scraping};
+use nodewatch_tests::{Agent, Prometheus, fixture};
 
 #[test]
 fn global_prometheus_federates_a_site() {
@@ -21,26 +19,13 @@ fn global_prometheus_federates_a_site() {
         &fixture("textfile"),
     )))
     .expect("agent");
-    let site = SiteConfig::new(true).expect("site config");
-    site.set_targets("nodes", &[(&agent.address, &[("node", "pi-01")])])
-        .expect("targets");
-    let site_prometheus =
-        SitePrometheus::start(&site.config_file(), &work.path().join("site-tsdb"), &[])
-            .expect("site prometheus");
+    let (_site, site_prometheus) =
+        site_scraping(&agent.address, "pi-01", &work.path().join("site-tsdb")).expect("site");
 
     let global_dir = work.path().join("global");
     copy_dir(&server_dir().join("global"), &global_dir).expect("copy");
     let config = global_dir.join("prometheus.yml");
-    let text = std::fs::read_to_string(&config).expect("read");
-    std::fs::write(
-        &config,
-        compress_durations(
-            &text,
-            &["scrape_interval", "scrape_timeout", "evaluation_interval"],
-            "1s",
-        ),
-    )
-    .expect("write");
+    compress_prometheus_timings(&config).expect("compress timings");
     std::fs::write(
         global_dir.join("targets/sites.yml"),
         format!(
@@ -49,7 +34,7 @@ fn global_prometheus_federates_a_site() {
         ),
     )
     .expect("targets");
-    let global = SitePrometheus::start(&config, &work.path().join("global-tsdb"), &[])
+    let global = Prometheus::start_site(&config, &work.path().join("global-tsdb"), &[])
         .expect("global prometheus");
 
     let timeout = Duration::from_secs(40);
