@@ -424,18 +424,7 @@ pub fn promtool_check_metrics(body: &str) -> Result<(bool, Vec<String>)> {
 
 /// Runs `promtool` with `args` in `dir`; returns (exit success, stdout and stderr).
 pub fn promtool(dir: &Path, args: &[&str]) -> Result<(bool, String)> {
-    let output = std::process::Command::new(program("promtool", "prometheus")?)
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    Ok((
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    ))
+    server::run(&program("promtool", "prometheus")?, args, dir)
 }
 
 /// `promtool test rules FILE` (run in the file's directory, so its `rule_files` are

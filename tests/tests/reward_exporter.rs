@@ -623,6 +623,18 @@ fn mine(chain: &Chain) {
     chain.anvil.rpc("evm_mine", serde_json::json!([])).unwrap();
 }
 
+/// Waits until the exporter reports the builder's claim confirmed; returns the body.
+fn wait_builder_confirmed(exporter: &WalletExporter, what: &str) -> String {
+    exporter
+        .wait_for(what, |b| {
+            metric(
+                b,
+                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
+            ) == 1.0
+        })
+        .unwrap()
+}
+
 fn metric(body: &str, name: &str) -> f64 {
     samples(body).get(name).copied().unwrap_or(f64::NAN)
 }
@@ -645,12 +657,7 @@ fn auto_claim_moves_the_tokens() {
         dir.path(),
         &claim_config(&proxy, &chain, &key, "dry_run = false\n"),
     );
-    let body = exporter
-        .wait_for("the claim mined", |b| {
-            samples(b).get("nodewatch_reward_claims_confirmed_total{node=\"builder\"}")
-                == Some(&1.0)
-        })
-        .unwrap();
+    let body = wait_builder_confirmed(&exporter, "the claim mined");
     assert_eq!(chain.balance_of(&token, BUILDER), 5 * E18);
     assert_eq!(chain.balance_of(&token, &chain.reward), 95 * E18);
     let s = samples(&body);
@@ -813,14 +820,7 @@ fn restart_mid_claim_sends_no_second_transaction() {
         "a second transaction was signed"
     );
     mine(&chain);
-    let body = exporter
-        .wait_for("the claim mined", |b| {
-            metric(
-                b,
-                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
-            ) == 1.0
-        })
-        .unwrap();
+    let body = wait_builder_confirmed(&exporter, "the claim mined");
     assert_eq!(
         metric(
             &body,
@@ -921,14 +921,7 @@ fn stuck_claim_is_replaced_at_the_same_nonce() {
     assert_eq!(builder_nonce(&chain, "pending"), 1);
 
     mine(&chain);
-    let body = exporter
-        .wait_for("the claim mined", |b| {
-            metric(
-                b,
-                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
-            ) == 1.0
-        })
-        .unwrap();
+    let body = wait_builder_confirmed(&exporter, "the claim mined");
     assert_eq!(
         metric(
             &body,
@@ -1082,14 +1075,7 @@ fn send_with_unknown_result_is_followed_not_repeated() {
         dir.path(),
         &claim_config(&proxy, &chain, &key, "dry_run = false\n"),
     );
-    let body = exporter
-        .wait_for("the claim found mined", |b| {
-            metric(
-                b,
-                "nodewatch_reward_claims_confirmed_total{node=\"builder\"}",
-            ) == 1.0
-        })
-        .unwrap();
+    let body = wait_builder_confirmed(&exporter, "the claim found mined");
     assert!(
         metric(
             &body,
