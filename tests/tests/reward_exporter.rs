@@ -635,6 +635,22 @@ fn wait_builder_confirmed(exporter: &WalletExporter, what: &str) -> String {
         .unwrap()
 }
 
+/// Starts the exporter on `config`, which it must refuse: its exit status and log.
+fn refused_start(config: &Path) -> (std::process::ExitStatus, String) {
+    let config_arg = format!("--config={}", config.display());
+    let mut child = Child::spawn(
+        "nodewatch-reward-exporter",
+        &reward_binary(),
+        &["--web.listen-address=127.0.0.1:0", &config_arg],
+        &[],
+    )
+    .unwrap();
+    let status = child
+        .wait_timeout(Duration::from_secs(20))
+        .expect("the exporter should refuse to start");
+    (status, child.log())
+}
+
 fn metric(body: &str, name: &str) -> f64 {
     samples(body).get(name).copied().unwrap_or(f64::NAN)
 }
@@ -746,19 +762,8 @@ fn auto_claim_refuses_a_key_file_others_can_read() {
         ),
     )
     .unwrap();
-    let config_arg = format!("--config={}", config.display());
-    let mut child = Child::spawn(
-        "nodewatch-reward-exporter",
-        &reward_binary(),
-        &["--web.listen-address=127.0.0.1:0", &config_arg],
-        &[],
-    )
-    .unwrap();
-    let status = child
-        .wait_timeout(Duration::from_secs(20))
-        .expect("the exporter should refuse to start");
+    let (status, log) = refused_start(&config);
     assert!(!status.success());
-    let log = child.log();
     assert!(
         log.contains("nodes[0].claim.key_file")
             && log.contains("mode 0644")
@@ -1043,19 +1048,8 @@ fn plain_http_rpc_url_is_refused_unless_loopback() {
         ),
     )
     .unwrap();
-    let config_arg = format!("--config={}", config.display());
-    let mut child = Child::spawn(
-        "nodewatch-reward-exporter",
-        &reward_binary(),
-        &["--web.listen-address=127.0.0.1:0", &config_arg],
-        &[],
-    )
-    .unwrap();
-    let status = child
-        .wait_timeout(Duration::from_secs(20))
-        .expect("the exporter should refuse to start");
-    assert_eq!(status.code(), Some(78), "{}", child.log());
-    let log = child.log();
+    let (status, log) = refused_start(&config);
+    assert_eq!(status.code(), Some(78), "{log}");
     assert!(
         log.contains("rpc_urls[1]") && log.contains("https://") && !log.contains("/key"),
         "{log}"
