@@ -635,6 +635,19 @@ fn wait_builder_confirmed(exporter: &WalletExporter, what: &str) -> String {
         .unwrap()
 }
 
+/// A claiming exporter on `chain` through `proxy` with a fresh 0600 key file and
+/// `extra` claim settings: its directory, key file and the exporter.
+fn start_claiming(
+    proxy: &RpcProxy,
+    chain: &Chain,
+    extra: &str,
+) -> (tempfile::TempDir, PathBuf, WalletExporter) {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), 0o600);
+    let exporter = start_exporter(dir.path(), &claim_config(proxy, chain, &key, extra));
+    (dir, key, exporter)
+}
+
 /// Starts the exporter on `config`, which it must refuse: its exit status and log.
 fn refused_start(config: &Path) -> (std::process::ExitStatus, String) {
     let config_arg = format!("--config={}", config.display());
@@ -667,12 +680,7 @@ fn raw_transactions(proxy: &RpcProxy) -> usize {
 fn auto_claim_moves_the_tokens() {
     let (chain, token) = claim_chain();
     let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), 0o600);
-    let exporter = start_exporter(
-        dir.path(),
-        &claim_config(&proxy, &chain, &key, "dry_run = false\n"),
-    );
+    let (_dir, _key, exporter) = start_claiming(&proxy, &chain, "dry_run = false\n");
     let body = wait_builder_confirmed(&exporter, "the claim mined");
     assert_eq!(chain.balance_of(&token, BUILDER), 5 * E18);
     assert_eq!(chain.balance_of(&token, &chain.reward), 95 * E18);
@@ -957,17 +965,11 @@ fn stuck_claim_is_replaced_at_the_same_nonce() {
 fn fee_above_ceiling_is_refused() {
     let (chain, token) = claim_chain();
     let proxy = RpcProxy::start(&chain.anvil.url).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), 0o600);
     // anvil's base fee is near 1 gwei: far over a ceiling of 0.001 gwei.
-    let exporter = start_exporter(
-        dir.path(),
-        &claim_config(
-            &proxy,
-            &chain,
-            &key,
-            "dry_run = false\nmax_fee_per_gas_gwei = 0.001\n",
-        ),
+    let (dir, key, exporter) = start_claiming(
+        &proxy,
+        &chain,
+        "dry_run = false\nmax_fee_per_gas_gwei = 0.001\n",
     );
     let body = exporter
         .wait_for("two refusals", |b| {
@@ -1063,12 +1065,7 @@ fn send_with_unknown_result_is_followed_not_repeated() {
     // anvil gets and mines the claim, but its answer comes after the exporter's 2 s
     // request timeout: the exporter cannot know whether it was sent.
     proxy.set_fault(nodewatch_tests::evm::Fault::DelaySendAnswer(3000));
-    let dir = tempfile::tempdir().unwrap();
-    let key = key_file(dir.path(), 0o600);
-    let exporter = start_exporter(
-        dir.path(),
-        &claim_config(&proxy, &chain, &key, "dry_run = false\n"),
-    );
+    let (_dir, key, exporter) = start_claiming(&proxy, &chain, "dry_run = false\n");
     let body = wait_builder_confirmed(&exporter, "the claim found mined");
     assert!(
         metric(
