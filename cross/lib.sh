@@ -52,10 +52,11 @@ nw_gnu_prefix() {
   esac
 }
 
-# Install missing host packages with apt-get (non-interactive, no stdin needed).
-nw_host_deps() {
+# Install those of the given Debian packages that are missing (non-interactive, no stdin
+# needed). Shared by the cross, image and package scripts.
+nw_apt_install() {
   local missing=() p
-  for p in "${NW_HOST_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   if ((${#missing[@]})); then
@@ -65,6 +66,9 @@ nw_host_deps() {
     apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
   fi
 }
+
+# The cross build's host packages.
+nw_host_deps() { nw_apt_install "${NW_HOST_PACKAGES[@]}"; }
 
 # Serialise everything that touches the chroot (creation, mounts, cargo) between runs.
 nw_lock() {

@@ -1,7 +1,11 @@
 # shellcheck shell=bash disable=SC2034  # settings are used by the sourcing scripts
 # Shared code of image/build.sh and image/boot-test.sh: settings, host packages, the
 # cached base root file system of the Pi image, and qemu-user for arm64 chroots.
-# Sourced, not run. Callers use `set -euo pipefail`.
+# Sourced, not run. Callers use `set -euo pipefail`. The generic helpers (nw_log, nw_die,
+# nw_elapsed, nw_require_root, nw_apt_install) come from cross/lib.sh.
+
+# shellcheck source=cross/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cross/lib.sh"
 
 # --- settings (environment) --------------------------------------------------------------
 # NODEWATCH_IMAGE_CACHE   where the base rootfs is cached (default /var/cache/nodewatch)
@@ -33,29 +37,6 @@ NW_ROOTFS_PACKAGES=(
   docker.io
 )
 NW_ROOTFS_COMPONENTS="main non-free-firmware"
-
-nw_log() { printf '==> %s\n' "$*" >&2; }
-nw_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
-
-nw_require_root() {
-  [[ $(id -u) -eq 0 ]] || nw_die "must run as root (mmdebstrap, chroot, binfmt)"
-}
-
-# Seconds since $1 (a value of $SECONDS) as "Xm Ys".
-nw_elapsed() { local s=$((SECONDS - $1)); printf '%dm %02ds' $((s / 60)) $((s % 60)); }
-
-# Install missing host packages (non-interactive).
-nw_apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  if ((${#missing[@]})); then
-    nw_log "installing host packages: ${missing[*]}"
-    apt-get update -q </dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-  fi
-}
 
 # arm64 programs (maintainer scripts, useradd, systemctl) run in the image's chroot
 # through qemu-user, registered with binfmt_misc (the F flag keeps it usable in a chroot).

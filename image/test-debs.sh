@@ -8,6 +8,8 @@
 # Settings: NODEWATCH_DEBTEST_CACHE (default /var/cache/nodewatch) for the cached chroot,
 # NODEWATCH_DEBTEST_MIRROR (default http://deb.debian.org/debian).
 set -euo pipefail
+# shellcheck source=cross/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../cross/lib.sh"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 DEB_DIR=$REPO/target/deb
@@ -47,16 +49,7 @@ t0=$SECONDS
 
 # --- host tools ------------------------------------------------------------------------
 start=$SECONDS
-missing=()
-for p in "${HOST_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  log "installing host packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q </dev/null
-  apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-fi
+nw_apt_install "${HOST_PACKAGES[@]}"
 step_done "host packages" "$start"
 
 # --- the packages ----------------------------------------------------------------------
