@@ -52,6 +52,7 @@ nw_ensure_chroot
 nw_mount
 
 dist=$NW_DIST
+build_dir=$NW_TARGET_DIR
 linking="dynamic glibc, linked against $NW_GLIBC_SUITE's"
 if ((!static)); then
   nw_ensure_glibc_sysroot
@@ -61,10 +62,14 @@ if ((!static)); then
   )
 else
   dist=$NW_TARGET_DIR/dist-static
+  # Its own cargo target directory: the dynamic binaries that image/debs.sh packages
+  # from target/cross/<triple>/dist are never replaced by static ones.
+  build_dir=$NW_TARGET_DIR/static
   linking="static glibc"
   # Static glibc (libc.a of the cross libc6-dev packages): kept as an option only to
-  # measure it against the dynamic build; NSS (host names) needs the dynamic one.
+  # measure it against the dynamic build; NSS modules (host names) need the dynamic one.
   NW_EXTRA_ENV=(
+    CARGO_TARGET_DIR="$build_dir"
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static"
     CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+crt-static"
   )
@@ -85,7 +90,7 @@ for t in "${TARGETS[@]}"; do
     out="$dist/$bin-$t"
     rm -f "$out"
     # the profile strips already; strip again with the cross binutils to be sure
-    nw_chroot_run "$prefix-strip" -o "$out" "$NW_TARGET_DIR/$t/dist/$bin"
+    nw_chroot_run "$prefix-strip" -o "$out" "$build_dir/$t/dist/$bin"
   done
 done
 

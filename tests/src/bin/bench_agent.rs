@@ -94,6 +94,16 @@ fn main() -> Result<()> {
         "CARGO_TARGET_{}_RUSTFLAGS",
         host.to_uppercase().replace('-', "_")
     );
+    let workspace_target: std::path::PathBuf = std::env::var("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    // The static variant builds in a target directory of its own, so it never replaces
+    // the binary the amd64 package is made from.
+    let target = if static_glibc {
+        workspace_target.join("bench-static")
+    } else {
+        workspace_target
+    };
     let mut build = std::process::Command::new(cargo);
     if static_glibc {
         build.env(&rustflags_var, "-C target-feature=+crt-static");
@@ -101,6 +111,7 @@ fn main() -> Result<()> {
         build.env_remove(&rustflags_var);
     }
     let status = build
+        .env("CARGO_TARGET_DIR", &target)
         .current_dir(workspace_root())
         .args([
             "build",
@@ -116,9 +127,6 @@ fn main() -> Result<()> {
         ])
         .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| workspace_root().join("target"));
     let binary = target.join(&host).join("dist/nodewatch-agent");
     let binary_size = std::fs::metadata(&binary)?.len();
 
