@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::ConfigError;
-use crate::rpc::{RpcClient, RpcError, hex_encode};
+use crate::rpc::{RpcClient, RpcError, hex_encode, quantity};
 use pending::{PendingClaim, StateError};
 
 /// Default ceiling of the fee per gas, in gwei: Scroll's is usually far below 0.1.
@@ -493,34 +493,13 @@ pub fn calldata(periods: &[u64]) -> Vec<u8> {
     .abi_encode()
 }
 
-fn quantity(value: &Value, what: &str) -> Result<U256, RpcError> {
-    value
-        .as_str()
-        .and_then(|t| U256::from_str_radix(t.trim_start_matches("0x"), 16).ok())
-        .ok_or_else(|| RpcError::Malformed(format!("{what}: {value}")))
-}
-
 fn small<T: TryFrom<U256>>(value: U256, what: &str) -> Result<T, RpcError> {
     T::try_from(value).map_err(|_| RpcError::Malformed(format!("{what} {value} is out of range")))
 }
 
-/// One call whose result is a quantity that fits `T`.
-fn read<T: TryFrom<U256>>(
-    client: &RpcClient,
-    url: &str,
-    method: &str,
-    params: Value,
-) -> Result<T, RpcError> {
-    small(
-        quantity(&client.call(url, method, params)?, method)?,
-        method,
-    )
-}
-
 /// The account's nonce at `tag` ("latest": mined transactions only).
 fn nonce_at(client: &RpcClient, url: &str, from: Address, tag: &str) -> Result<u64, RpcError> {
-    read(
-        client,
+    client.call_quantity(
         url,
         "eth_getTransactionCount",
         json!([from.to_string(), tag]),
@@ -534,7 +513,7 @@ fn quote(client: &RpcClient, url: &str) -> Result<FeeQuote, RpcError> {
         Some(v) if !v.is_null() => {
             let base_fee = small(quantity(v, "baseFeePerGas")?, "base fee")?;
             // The tip the node suggests; some nodes lack the method: then no tip.
-            let tip = match read(client, url, "eth_maxPriorityFeePerGas", json!([])) {
+            let tip = match client.call_quantity(url, "eth_maxPriorityFeePerGas", json!([])) {
                 Ok(tip) => tip,
                 Err(RpcError::Rpc { .. }) => 0,
                 Err(e) => return Err(e),
@@ -542,7 +521,7 @@ fn quote(client: &RpcClient, url: &str) -> Result<FeeQuote, RpcError> {
             Ok(FeeQuote::Eip1559 { base_fee, tip })
         }
         _ => Ok(FeeQuote::Legacy {
-            gas_price: read(client, url, "eth_gasPrice", json!([]))?,
+            gas_price: client.call_quantity(url, "eth_gasPrice", json!([]))?,
         }),
     }
 }
@@ -622,8 +601,7 @@ pub fn prepare(
     // The mined nonce, not "pending": were a claim of ours in flight that the state
     // file does not know, this one would replace it, never add a second one.
     let nonce = nonce_at(client, url, from, "latest").map_err(ClaimError::Prepare)?;
-    let estimate: u64 = read(
-        client,
+    let estimate: u64 = client.call_quantity(
         url,
         "eth_estimateGas",
         json!([{"from": from.to_string(), "to": contract.to_string(), "data": hex_encode(&calldata(periods))}]),

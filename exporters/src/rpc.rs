@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use alloy_primitives::U256;
 use serde_json::{Value, json};
 
 /// Why a JSON-RPC request failed.
@@ -159,24 +160,26 @@ impl RpcClient {
         result_of(self.post(url, &body)?)
     }
 
+    /// One call whose result is a quantity that fits `T`.
+    pub fn call_quantity<T: TryFrom<U256>>(
+        &self,
+        url: &str,
+        method: &str,
+        params: Value,
+    ) -> Result<T, RpcError> {
+        let value = quantity(&self.call(url, method, params)?, method)?;
+        T::try_from(value)
+            .map_err(|_| RpcError::Malformed(format!("{method} result {value} is out of range")))
+    }
+
     /// `eth_chainId`.
     pub fn chain_id(&self, url: &str) -> Result<u64, RpcError> {
-        let result = self.call(url, "eth_chainId", json!([]))?;
-        let text = result
-            .as_str()
-            .ok_or_else(|| RpcError::Malformed(format!("eth_chainId result {result}")))?;
-        u64::from_str_radix(text.trim_start_matches("0x"), 16)
-            .map_err(|_| RpcError::Malformed(format!("eth_chainId result {text:?}")))
+        self.call_quantity(url, "eth_chainId", json!([]))
     }
 
     /// `eth_blockNumber`.
     pub fn block_number(&self, url: &str) -> Result<u64, RpcError> {
-        let result = self.call(url, "eth_blockNumber", json!([]))?;
-        let text = result
-            .as_str()
-            .ok_or_else(|| RpcError::Malformed(format!("eth_blockNumber result {result}")))?;
-        u64::from_str_radix(text.trim_start_matches("0x"), 16)
-            .map_err(|_| RpcError::Malformed(format!("eth_blockNumber result {text:?}")))
+        self.call_quantity(url, "eth_blockNumber", json!([]))
     }
 
     /// `eth_call` at `latest`; returns the return data.
@@ -237,6 +240,14 @@ fn short(value: &Value) -> String {
         Some((i, _)) => format!("{}…", &text[..i]),
         None => text,
     }
+}
+
+/// A JSON-RPC quantity (a `"0x…"` hex string) as a number; `what` names it in the error.
+pub fn quantity(value: &Value, what: &str) -> Result<U256, RpcError> {
+    value
+        .as_str()
+        .and_then(|t| U256::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(|| RpcError::Malformed(format!("{what} result {value}")))
 }
 
 /// `0x`-prefixed lowercase hex.
