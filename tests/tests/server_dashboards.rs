@@ -303,13 +303,29 @@ fn every_panel_query_returns_data() {
             timeout,
         )
         .expect("the builder container");
-    std::thread::sleep(Duration::from_secs(3));
 
-    // The shipped rules load and evaluate (five groups, no error).
-    let rules: Value = serde_json::from_str(
-        &get_text(&format!("{}/api/v1/rules", prometheus.url())).expect("rules"),
-    )
-    .expect("json");
+    // The shipped rules load and evaluate (five groups, every rule evaluated, no error).
+    let fetch_rules = || -> Value {
+        serde_json::from_str(
+            &get_text(&format!("{}/api/v1/rules", prometheus.url())).expect("rules"),
+        )
+        .expect("json")
+    };
+    let all_evaluated = |rules: &Value| {
+        rules["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+            .all(|rule| {
+                rule["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001-"))
+            })
+    };
+    wait_until(timeout, || all_evaluated(&fetch_rules()));
+    let rules = fetch_rules();
+    assert!(all_evaluated(&rules), "rules never evaluated: {rules}");
     let groups = rules["data"]["groups"].as_array().expect("groups");
     assert_eq!(groups.len(), 5, "{rules}");
     for group in groups {
