@@ -746,11 +746,10 @@ pub async fn run<R: Radio>(
     let counters = Arc::new(PostCounters::default());
     let (batches, rx) = mpsc::channel(256);
     let poster = tokio::spawn(post_loop(client, rx, counters.clone()));
-    let (state_tx, state_rx) = watch::channel(None);
-    let state_errors = Arc::new(std::sync::Mutex::new(None));
-    let writer = tokio::spawn(state_writer(state_rx, state_errors.clone()));
+    let mut state_error = None;
+    let replay_errors = Arc::new(std::sync::Mutex::new(None));
     let (replay_tx, replay_rx) = watch::channel(None);
-    let replay_writer = tokio::spawn(state_writer(replay_rx, state_errors.clone()));
+    let replay_writer = tokio::spawn(state_writer(replay_rx, replay_errors.clone()));
     // Alerts restored from the state file are posted again at once.
     let restored = gateway.startup_posts(SystemTime::now(), Instant::now());
     if !restored.is_empty() {
@@ -760,23 +759,23 @@ pub async fn run<R: Radio>(
     repost.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(urls = ?lora.alertmanager_urls, "LoRa gateway: forwarding to Alertmanager.");
     loop {
-        if let Some(state) = gateway.take_state_if_changed() {
-            state_tx.send_replace(Some(state));
-        }
         if let Some(window) = gateway.take_replay_if_changed() {
             replay_tx.send_replace(Some(window));
         }
-        let state_error = state_errors
+        let replay_error = replay_errors
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let error = gateway.last_error.clone().or(state_error).or_else(|| {
-            counters
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-        });
+        let error = (gateway.last_error.clone())
+            .or(state_error.clone())
+            .or(replay_error)
+            .or_else(|| {
+                counters
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+            });
         snapshot
             .outputs()
             .set_metrics("lora", &gateway.metrics(&counters));
@@ -790,6 +789,11 @@ pub async fn run<R: Radio>(
             heard = radio.receive(Duration::from_secs(1)) => match heard {
                 Ok(Some(rx)) => {
                     let handled = gateway.handle(&rx, SystemTime::now(), Instant::now());
+                    // Durable before acknowledged or posted: once the node holds an ack,
+                    // a power cut here must not lose the alert.
+                    if let Some(state) = gateway.take_state_if_changed() {
+                        state_error = write_state(state).await.err();
+                    }
                     if !handled.posts.is_empty() {
                         let _ = batches.try_send(handled.posts);
                     }
@@ -820,18 +824,28 @@ pub async fn run<R: Radio>(
         }
     }
     if let Some(state) = gateway.take_state_if_changed() {
-        state_tx.send_replace(Some(state));
+        let _ = write_state(state).await;
     }
     if let Some(window) = gateway.take_replay_if_changed() {
         replay_tx.send_replace(Some(window));
     }
-    drop(state_tx);
     drop(replay_tx);
     drop(batches);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), replay_writer).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), poster).await;
     Ok(())
+}
+
+/// Writes one state file on a blocking thread, so its fsyncs don't hold up the runtime.
+async fn write_state((path, bytes): (PathBuf, Vec<u8>)) -> Result<(), String> {
+    let result =
+        tokio::task::spawn_blocking(move || nodewatch_lora::persist::write_atomic(&path, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(format!("state writer: {e}")));
+    if let Err(e) = &result {
+        tracing::warn!(error = e.as_str(), "LoRa gateway state not saved.");
+    }
+    result
 }
 
 /// Writes the latest state file on a blocking thread (its fsyncs must not hold up
@@ -844,14 +858,7 @@ pub(super) async fn state_writer(
         let Some((path, bytes)) = states.borrow_and_update().clone() else {
             continue;
         };
-        let result = tokio::task::spawn_blocking(move || {
-            nodewatch_lora::persist::write_atomic(&path, &bytes)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("state writer: {e}")));
-        if let Err(e) = &result {
-            tracing::warn!(error = e.as_str(), "LoRa gateway state not saved.");
-        }
+        let result = write_state((path, bytes)).await;
         *errors.lock().unwrap_or_else(|e| e.into_inner()) = result.err();
     }
 }
