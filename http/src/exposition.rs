@@ -165,7 +165,7 @@ fn sample(
             }
             out.extend_from_slice(label.as_bytes());
             out.extend_from_slice(b"=\"");
-            write_float(bound, out);
+            write_label_float(bound, out);
             out.push(b'"');
         }
         out.push(b'}');
@@ -190,6 +190,31 @@ pub fn write_float(value: f64, out: &mut Vec<u8>) {
         let _ = write!(out, "{value:e}");
     } else {
         let _ = write!(out, "{value}");
+    }
+}
+
+/// Writes an `le` or `quantile` label value exactly as Go's `%g` (shortest) does, the
+/// way node_exporter renders it: Prometheus compares label values as strings, so
+/// `1638400` and `1.6384e+06` would be two different series.
+pub fn write_label_float(value: f64, out: &mut Vec<u8>) {
+    if !value.is_finite() {
+        return write_float(value, out);
+    }
+    if value == 0.0 {
+        // Go prints both zeros as "0" here.
+        out.push(b'0');
+        return;
+    }
+    // Rust's `{:e}` gives the same shortest round-trip digits Go uses; only the choice
+    // of notation and the exponent's spelling differ.
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if (-4..6).contains(&exponent) {
+        let _ = write!(out, "{value}");
+    } else {
+        let sign = if exponent < 0 { '-' } else { '+' };
+        let _ = write!(out, "{mantissa}e{sign}{:02}", exponent.unsigned_abs());
     }
 }
 
@@ -308,6 +333,33 @@ mod tests {
             family.mut_metric().push(metric);
         }
         family
+    }
+
+    #[test]
+    fn bucket_and_quantile_labels_are_formatted_like_go() {
+        // Expected strings are what Go's strconv.FormatFloat(v, 'g', -1, 64) returns.
+        let cases = [
+            (1_638_400.0, "1.6384e+06"),
+            (1e6, "1e+06"),
+            (999_999.0, "999999"),
+            (100_000.0, "100000"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (2.5e-7, "2.5e-07"),
+            (0.005, "0.005"),
+            (0.5, "0.5"),
+            (1.0, "1"),
+            (123_456_789.0, "1.23456789e+08"),
+            (1e100, "1e+100"),
+            (-0.0, "0"),
+            (-1_638_400.0, "-1.6384e+06"),
+            (f64::INFINITY, "+Inf"),
+        ];
+        for (value, expected) in cases {
+            let mut out = Vec::new();
+            write_label_float(value, &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{value}");
+        }
     }
 
     #[test]

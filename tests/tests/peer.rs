@@ -44,9 +44,26 @@ fn by_family(text: &str) -> BTreeMap<String, BTreeMap<String, f64>> {
     out
 }
 
+/// The shared textfile fixtures plus the peer-only ones (bucket and quantile spellings
+/// that Go re-renders), in one directory both exporters read.
+fn peer_textfiles() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for source in [fixture("textfile"), fixture("textfile-peer")] {
+        for entry in std::fs::read_dir(&source).expect("textfile fixtures") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.path().join(path.file_name().expect("name")))
+                    .expect("copy textfile fixture");
+            }
+        }
+    }
+    dir
+}
+
 fn compare(tree: &str) {
     let root = fixture(tree);
-    let textfiles = fixture("textfile");
+    let textfile_dir = peer_textfiles();
+    let textfiles = textfile_dir.path().to_path_buf();
     let args = fixture_args(&root, &textfiles);
     let agent_args = common::agent_fixture_args(&root, &textfiles);
     let agent = Agent::start(&strs(&agent_args)).expect("agent");
