@@ -140,12 +140,14 @@ fn report_config_import(config: &Config, snapshot: &Snapshot) {
         .set_metrics("config_import", &sink.into_families());
 }
 
-/// Sends `READY=1` once every collector has reported once (the first scrape is then
-/// complete), or after `bound` (a collector's timeout) at the latest.
+/// Once every collector has reported once (the first scrape is then complete), or
+/// after `bound` (a collector's timeout) at the latest: opens `first_round` to the
+/// scrapes held back by [`complete_first_scrape`] and sends `READY=1`.
 async fn notify_ready_after_first_collection(
     snapshot: Arc<Snapshot>,
     bound: Duration,
     address: SocketAddr,
+    first_round: watch::Sender<bool>,
 ) {
     let deadline = tokio::time::Instant::now() + bound;
     while tokio::time::Instant::now() < deadline
@@ -156,7 +158,31 @@ async fn notify_ready_after_first_collection(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    first_round.send_replace(true);
     nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));
+}
+
+/// Holds a scrape of `telemetry_path` until the first collection round has ended, so
+/// the first answer is as complete as node_exporter's; the wait is bounded by the
+/// round's own bound (see [`notify_ready_after_first_collection`]).
+fn complete_first_scrape(
+    router: axum::Router,
+    telemetry_path: String,
+    first_round: watch::Receiver<bool>,
+) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            let mut first_round = first_round.clone();
+            let is_scrape = request.uri().path() == telemetry_path;
+            async move {
+                if is_scrape {
+                    // An error means the notifier ended early (shutdown): serve anyway.
+                    let _ = first_round.wait_for(|done| *done).await;
+                }
+                next.run(request).await
+            }
+        },
+    ))
 }
 
 /// Runs until `shutdown` completes: collectors, then the server; returns after the
@@ -214,6 +240,8 @@ pub async fn run(
         router = router.merge(crate::outputs::display::router(frame));
         display_task = Some(task);
     }
+    let (first_round_tx, first_round) = watch::channel(false);
+    let router = complete_first_scrape(router, options.telemetry_path.clone(), first_round);
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, telemetry_path = options.telemetry_path.as_str(), "Listening.");
     let watchdog = nodewatch_http::systemd::start_watchdog();
@@ -221,6 +249,7 @@ pub async fn run(
         snapshot.clone(),
         first_collection_bound,
         local,
+        first_round_tx,
     ));
     let shutdown = nodewatch_http::systemd::stopping_after(shutdown);
     let served = nodewatch_http::serve(listener, router, &options, shutdown).await;

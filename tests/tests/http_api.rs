@@ -341,3 +341,51 @@ fn a_refused_config_import_is_shown_in_health_and_metrics() {
         "{log}"
     );
 }
+
+/// The `# TYPE` families of a text exposition.
+fn families(body: &str) -> std::collections::BTreeSet<String> {
+    body.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn first_scrape_after_start_is_complete() {
+    // Scraped the moment the listener is up, as Prometheus does after a restart.
+    let agent = pi_agent();
+    let first = agent.metrics().expect("first scrape");
+    let later = agent
+        .metrics_after_first_collection(&["cpu", "textfile", "loadavg"])
+        .expect("metrics");
+    let (first_families, later_families) = (families(&first), families(&later));
+    // The request metrics count earlier requests: the first scrape has none to count.
+    let missing: Vec<_> = later_families
+        .difference(&first_families)
+        .filter(|f| !f.starts_with("nodewatch_http_request"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the first scrape lacked {} of {} families: {missing:?}",
+        missing.len(),
+        later_families.len()
+    );
+    // Every collector had its say in the first answer, not only the quick ones.
+    let detailed: serde_json::Value = serde_json::from_str(
+        &nodewatch_tests::get_text(&agent.url("/api/health/detailed")).expect("health"),
+    )
+    .expect("health json");
+    for collector in detailed["collectors"]
+        .as_object()
+        .expect("collectors")
+        .keys()
+    {
+        assert!(
+            first.contains(&format!(
+                "node_scrape_collector_success{{collector=\"{collector}\"}}"
+            )),
+            "the first scrape had no result from {collector}"
+        );
+    }
+}
