@@ -1,6 +1,6 @@
 //! Golden images: every page on both panel sizes, from the built-in sample state, plus
 //! the states that matter (alerts firing, stale data, the critical takeover). The PNGs
-//! under `tests/golden/` are shown in the README; `UPDATE_GOLDEN=1 cargo test -p
+//! under `tests/golden/` are shown in docs/display.md; `UPDATE_GOLDEN=1 cargo test -p
 //! nodewatch-display --test golden` rewrites them after a deliberate change.
 
 #![allow(clippy::unwrap_used)]

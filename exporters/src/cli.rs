@@ -2,7 +2,7 @@
 //! machine or on the node over SSH with the system `ssh` client.
 //!
 //! The CLI takes the spend key as an argument, so the command run is a wrapper on the
-//! node that reads the key from its own 0600 file (README, "Reward exporter"): the key
+//! node that reads the key from its own 0600 file (docs/reward-exporter.md): the key
 //! is never in this exporter's settings, command lines or logs, and never crosses the
 //! network. Settings that look like they carry a key are refused.
 //!

@@ -181,7 +181,7 @@ fn compare(tree: &str) {
 }
 
 /// node_exporter families of implemented collectors that nodewatch leaves out on
-/// purpose, each with its reason in the README ("Differences from node_exporter").
+/// purpose, each with its reason in docs/metrics.md ("Differences from node_exporter").
 const KNOWN_GAPS: &[&str] = &[];
 
 /// Upstream node_exporter 1.5's default, which nodewatch uses too.
