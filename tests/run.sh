@@ -2,7 +2,7 @@
 # The one test command: installs what the suite needs on a fresh Debian machine, then
 # runs all of it — format, lints, unit tests, end-to-end tests with real components
 # (node_exporter, Prometheus, promtool), and the ARM cross build with the aarch64 unit
-# tests under qemu-user, and a bounded fuzzing run of the LoRa frame decoder.
+# tests under qemu-user, and a bounded fuzzing run of every parser of outside input.
 #
 #   bash tests/run.sh            # everything
 #   NODEWATCH_SKIP_CROSS=1 bash tests/run.sh   # skip the ARM part (local loops only)
@@ -97,9 +97,10 @@ cargo deny --offline --locked check licenses bans sources
 log "cargo test (unit and end-to-end)"
 cargo test --locked --workspace --no-fail-fast
 
-log "fuzz the LoRa frame decoder (bounded, stable toolchain)"
-# cargo-fuzz is installed by the script when missing; libFuzzer is built with g++.
-bash lora/fuzz/run.sh "${NODEWATCH_FUZZ_SECS:-30}"
+log "fuzz every parser of outside input (bounded, stable toolchain)"
+# Every */fuzz/fuzz_targets/*.rs for NODEWATCH_FUZZ_SECS (default 20) each; cargo-fuzz
+# is installed by the script when missing; libFuzzer is built with g++.
+bash tests/fuzz.sh
 
 if [ "${NODEWATCH_SKIP_CROSS:-0}" != 1 ]; then
   log "ARM cross build (aarch64, armv7)"

@@ -11,7 +11,7 @@
 //! - [`radio`]: the [`radio::Radio`] trait and its backends.
 //!
 //! The decoder's fuzz target is `fuzz/` (cargo-fuzz, its own workspace): run
-//! `fuzz/run.sh [SECONDS]`.
+//! `tests/fuzz.sh decode_frame` from the repository root (docs/fuzzing.md).
 
 pub mod airtime;
 pub mod duty;
