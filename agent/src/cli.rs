@@ -138,6 +138,9 @@ pub enum Command {
     /// Local alert rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// The LoRa link's keys.
+    #[command(subcommand)]
+    Lora(LoraCommand),
     /// Ask the running agent (on this machine, at `web.listen_address`'s port) to fire
     /// a test alert, `NodewatchTestAlert`, through every output that follows alerts
     /// (buzzer and LED, display, LoRa), then resolve it.
@@ -148,6 +151,24 @@ pub enum Command {
         /// Seconds it fires (1–600).
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=600))]
         duration_secs: u64,
+    },
+}
+
+/// `lora` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LoraCommand {
+    /// Write a node's LoRa key, derived from the network master key (HKDF-SHA256 over
+    /// the node's id), to a file of mode 0600: that node's `lora.network_key_file`.
+    DeriveKey {
+        /// The master key file (the gateway's `lora.network_key_file`).
+        #[arg(long, value_name = "FILE")]
+        master: PathBuf,
+        /// The node's `node_name`.
+        #[arg(long, value_name = "NAME")]
+        node: String,
+        /// Where to write the node's key (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
     },
 }
 

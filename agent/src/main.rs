@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use nodewatch_agent::alerts::{Severity, test_alert};
-use nodewatch_agent::cli::{Cli, Command, RulesCommand};
+use nodewatch_agent::cli::{Cli, Command, LoraCommand, RulesCommand};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
 use nodewatch_agent::outputs::display;
@@ -89,6 +89,15 @@ fn main() -> ExitCode {
                     print!("{text}");
                     ExitCode::SUCCESS
                 }
+            }
+        }
+        Some(Command::Lora(LoraCommand::DeriveKey { master, node, out })) => {
+            match nodewatch_agent::outputs::lora::derive_key_file(&master, &node, &out) {
+                Ok(said) => {
+                    print!("{said}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
             }
         }
         Some(Command::TestAlert {

@@ -1,15 +1,17 @@
 //! The gateway's replay window, per node.
 //!
-//! For each node the gateway keeps the highest sequence it accepted and a 64-bit
-//! bitmap of which of the 64 sequences below it it accepted too, so frames that
-//! arrive out of order (a resend overtaken by a newer alert) are still taken, once.
-//! The window is saved in `state_dir` so that a restarted gateway does not take an
-//! old frame recorded off the air.
+//! Frames are ordered by (epoch, sequence). For each node the gateway keeps its epoch,
+//! the highest sequence it accepted in it, and a 64-bit bitmap of which of the 64
+//! sequences below it it accepted too, so frames that arrive out of order (a resend
+//! overtaken by a newer alert) are still taken, once. The window is saved in
+//! `state_dir` so that a restarted gateway does not take an old frame recorded off the
+//! air.
 //!
-//! A node that lost its own sequence file would restart below its window and be
-//! refused as a replay until [`ReplayWindow::forget`] is called for it (the node's
-//! [`crate::sequence::SequenceStore`] refuses to start over on a corrupt file for
-//! this reason).
+//! A sequence may advance by at most [`MAX_STEP`] per frame, and an epoch by one: a
+//! key taken from a node cannot push its window to the end of the number space in
+//! one frame. A node that lost its sequence file asks the gateway for its epoch
+//! (a sync request, answered under the node's own key); it then starts the next
+//! epoch at sequence 0, and every frame of the old epochs is refused from then on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,7 +24,12 @@ use crate::persist;
 /// How many sequences below the highest are remembered.
 pub const WINDOW: u32 = 64;
 
-/// What to do with a verified frame's sequence.
+/// How far one frame may move a node's sequence ahead of the highest accepted. A
+/// restart skips at most [`crate::sequence::RESERVATION_BLOCK`] numbers, so this is
+/// a thousand restarts, or a day of frames at the full duty cycle, unheard.
+pub const MAX_STEP: u32 = 1 << 16;
+
+/// What to do with a verified frame's epoch and sequence.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Verdict {
     /// Never seen and not too old: accept it ([`ReplayWindow::accept`]) and forward it.
@@ -30,15 +37,20 @@ pub enum Verdict {
     /// Already accepted: a resend whose ack was lost. Acknowledge it again, but do not
     /// forward it.
     Duplicate,
-    /// Older than the window: drop it (and count it).
+    /// Older than the window, or of an older epoch: drop it (and count it).
     Replay,
+    /// Further ahead than [`MAX_STEP`] (or more than one epoch ahead): drop it.
+    TooFar,
 }
 
 /// One node's window.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NodeWindow {
-    /// The highest accepted sequence.
+    /// The node's epoch (files of frame version 1 have none: 0).
+    #[serde(default)]
+    epoch: u16,
+    /// The highest accepted sequence in the epoch.
     highest: u32,
     /// Bit `i` set: `highest - 1 - i` was accepted.
     below: u64,
@@ -66,14 +78,30 @@ impl ReplayWindow {
         Self::default()
     }
 
-    /// Classifies `seq` from `node` without changing anything (call it after the MAC
-    /// verified, and [`accept`](Self::accept) on [`Verdict::New`]).
-    pub fn check(&self, node: NodeId, seq: u32) -> Verdict {
+    /// Classifies `(epoch, seq)` from `node` without changing anything (call it after
+    /// the MAC verified, and [`accept`](Self::accept) on [`Verdict::New`]). A node
+    /// never heard from is new whatever its numbers.
+    pub fn check(&self, node: NodeId, epoch: u16, seq: u32) -> Verdict {
         let Some(w) = self.nodes.get(&node) else {
             return Verdict::New;
         };
+        if epoch < w.epoch {
+            return Verdict::Replay;
+        }
+        if epoch > w.epoch {
+            // The next epoch starts again near 0.
+            return if epoch - w.epoch == 1 && seq <= MAX_STEP {
+                Verdict::New
+            } else {
+                Verdict::TooFar
+            };
+        }
         if seq > w.highest {
-            return Verdict::New;
+            return if seq - w.highest <= MAX_STEP {
+                Verdict::New
+            } else {
+                Verdict::TooFar
+            };
         }
         let behind = w.highest - seq;
         if behind == 0 {
@@ -89,12 +117,22 @@ impl ReplayWindow {
         }
     }
 
-    /// Records `seq` from `node` as accepted. A sequence below the window is ignored.
-    pub fn accept(&mut self, node: NodeId, seq: u32) {
-        let w = self.nodes.entry(node).or_insert(NodeWindow {
+    /// Records `(epoch, seq)` from `node` as accepted. A newer epoch starts a fresh
+    /// window; a sequence below the window, or an older epoch, is ignored.
+    pub fn accept(&mut self, node: NodeId, epoch: u16, seq: u32) {
+        let fresh = NodeWindow {
+            epoch,
             highest: seq,
             below: 0,
-        });
+        };
+        let w = self.nodes.entry(node).or_insert(fresh);
+        if epoch > w.epoch {
+            *w = fresh;
+            return;
+        }
+        if epoch < w.epoch {
+            return;
+        }
         if seq > w.highest {
             let shift = seq - w.highest;
             // The old highest becomes bit `shift - 1`; shifting by 64 or more empties.
@@ -110,9 +148,18 @@ impl ReplayWindow {
         }
     }
 
-    /// The highest sequence accepted from `node`, if any.
+    /// The highest sequence accepted from `node` in its epoch, if any.
     pub fn highest(&self, node: NodeId) -> Option<u32> {
         self.nodes.get(&node).map(|w| w.highest)
+    }
+
+    /// The epoch `node` must move to when it lost its sequence: one past the current,
+    /// or 0 for a node never heard. `None` when the epochs are used up.
+    pub fn next_epoch(&self, node: NodeId) -> Option<u16> {
+        match self.nodes.get(&node) {
+            None => Some(0),
+            Some(w) => w.epoch.checked_add(1),
+        }
     }
 
     /// The nodes heard from.
@@ -120,8 +167,7 @@ impl ReplayWindow {
         self.nodes.keys().copied()
     }
 
-    /// Forgets `node`, so that its next frame is new whatever its sequence (for an
-    /// operator resetting a node that lost its state).
+    /// Forgets `node`, so that its next frame is new whatever its numbers.
     pub fn forget(&mut self, node: NodeId) -> bool {
         self.nodes.remove(&node).is_some()
     }
@@ -174,16 +220,16 @@ mod tests {
     #[test]
     fn new_duplicate_replay() {
         let mut w = ReplayWindow::new();
-        assert_eq!(w.check(A, 100), Verdict::New);
-        w.accept(A, 100);
-        assert_eq!(w.check(A, 100), Verdict::Duplicate);
-        assert_eq!(w.check(B, 100), Verdict::New, "nodes are independent");
-        assert_eq!(w.check(A, 101), Verdict::New);
+        assert_eq!(w.check(A, 0, 100), Verdict::New);
+        w.accept(A, 0, 100);
+        assert_eq!(w.check(A, 0, 100), Verdict::Duplicate);
+        assert_eq!(w.check(B, 0, 100), Verdict::New, "nodes are independent");
+        assert_eq!(w.check(A, 0, 101), Verdict::New);
         // Below the first accepted, but within the window: never seen, so new.
-        assert_eq!(w.check(A, 99), Verdict::New);
-        assert_eq!(w.check(A, 100 - WINDOW), Verdict::New);
-        assert_eq!(w.check(A, 100 - WINDOW - 1), Verdict::Replay);
-        assert_eq!(w.check(A, 0), Verdict::Replay);
+        assert_eq!(w.check(A, 0, 99), Verdict::New);
+        assert_eq!(w.check(A, 0, 100 - WINDOW), Verdict::New);
+        assert_eq!(w.check(A, 0, 100 - WINDOW - 1), Verdict::Replay);
+        assert_eq!(w.check(A, 0, 0), Verdict::Replay);
         assert_eq!(w.highest(A), Some(100));
         assert_eq!(w.highest(B), None);
     }
@@ -192,40 +238,88 @@ mod tests {
     fn out_of_order_within_the_window() {
         let mut w = ReplayWindow::new();
         for seq in [10, 12, 11, 15] {
-            assert_eq!(w.check(A, seq), Verdict::New, "{seq}");
-            w.accept(A, seq);
+            assert_eq!(w.check(A, 0, seq), Verdict::New, "{seq}");
+            w.accept(A, 0, seq);
         }
         for seq in [10, 11, 12, 15] {
-            assert_eq!(w.check(A, seq), Verdict::Duplicate, "{seq}");
+            assert_eq!(w.check(A, 0, seq), Verdict::Duplicate, "{seq}");
         }
         for seq in [13, 14, 9] {
-            assert_eq!(w.check(A, seq), Verdict::New, "{seq}");
+            assert_eq!(w.check(A, 0, seq), Verdict::New, "{seq}");
         }
         // Slide by exactly 64: 15 is then the oldest remembered.
-        w.accept(A, 15 + 64);
-        assert_eq!(w.check(A, 15), Verdict::Duplicate);
-        assert_eq!(w.check(A, 14), Verdict::Replay);
-        assert_eq!(w.check(A, 16), Verdict::New);
+        w.accept(A, 0, 15 + 64);
+        assert_eq!(w.check(A, 0, 15), Verdict::Duplicate);
+        assert_eq!(w.check(A, 0, 14), Verdict::Replay);
+        assert_eq!(w.check(A, 0, 16), Verdict::New);
         // Slide by more than 64: everything below is forgotten or too old.
-        w.accept(A, 1000);
-        assert_eq!(w.check(A, 15 + 64), Verdict::Replay);
-        assert_eq!(w.check(A, 999), Verdict::New);
+        w.accept(A, 0, 1000);
+        assert_eq!(w.check(A, 0, 15 + 64), Verdict::Replay);
+        assert_eq!(w.check(A, 0, 999), Verdict::New);
         // Accepting below the window changes nothing.
         let before = w.clone();
-        w.accept(A, 3);
+        w.accept(A, 0, 3);
         assert_eq!(w, before);
+    }
+
+    #[test]
+    fn a_sequence_advances_by_at_most_max_step() {
+        let mut w = ReplayWindow::new();
+        // A node never heard from: anything goes (the gateway has nothing to compare).
+        assert_eq!(w.check(A, 0, 4_000_000_000), Verdict::New);
+        w.accept(A, 0, 10);
+        assert_eq!(w.check(A, 0, 10 + MAX_STEP), Verdict::New);
+        assert_eq!(w.check(A, 0, 10 + MAX_STEP + 1), Verdict::TooFar);
+        assert_eq!(w.check(A, 0, u32::MAX), Verdict::TooFar);
+        // A key taken from a node needs 65 536 frames per 2^32 / MAX_STEP to push the
+        // window to the end, one step at a time.
+        w.accept(A, 0, 10 + MAX_STEP);
+        assert_eq!(w.highest(A), Some(10 + MAX_STEP));
+        assert_eq!(w.check(A, 0, 10 + 2 * MAX_STEP), Verdict::New);
+    }
+
+    #[test]
+    fn a_new_epoch_starts_near_zero_and_retires_the_old_one() {
+        let mut w = ReplayWindow::new();
+        w.accept(A, 0, 5000);
+        assert_eq!(w.next_epoch(A), Some(1));
+        assert_eq!(w.next_epoch(B), Some(0), "never heard: epoch 0");
+        // The next epoch, from 0 up to the step cap; never two epochs ahead.
+        assert_eq!(w.check(A, 1, 0), Verdict::New);
+        assert_eq!(w.check(A, 1, MAX_STEP + 1), Verdict::TooFar);
+        assert_eq!(w.check(A, 2, 0), Verdict::TooFar);
+        w.accept(A, 1, 0);
+        assert_eq!(w.highest(A), Some(0));
+        assert_eq!(w.check(A, 1, 0), Verdict::Duplicate);
+        assert_eq!(w.check(A, 1, 1), Verdict::New);
+        // Every frame of the old epoch is a replay now, however high its sequence.
+        assert_eq!(w.check(A, 0, 5001), Verdict::Replay);
+        assert_eq!(w.check(A, 0, 5000), Verdict::Replay);
+        let before = w.clone();
+        w.accept(A, 0, 6000);
+        assert_eq!(w, before, "an old epoch changes nothing");
+        w.nodes.insert(
+            B,
+            NodeWindow {
+                epoch: u16::MAX,
+                highest: 0,
+                below: 0,
+            },
+        );
+        assert_eq!(w.next_epoch(B), None);
     }
 
     #[test]
     fn extremes() {
         let mut w = ReplayWindow::new();
-        w.accept(A, 0);
-        w.accept(A, u32::MAX);
-        assert_eq!(w.check(A, u32::MAX), Verdict::Duplicate);
-        assert_eq!(w.check(A, u32::MAX - 1), Verdict::New);
-        assert_eq!(w.check(A, 0), Verdict::Replay);
+        w.accept(A, 0, u32::MAX - 10);
+        w.accept(A, 0, u32::MAX);
+        assert_eq!(w.check(A, 0, u32::MAX), Verdict::Duplicate);
+        assert_eq!(w.check(A, 0, u32::MAX - 1), Verdict::New);
+        assert_eq!(w.check(A, 0, 0), Verdict::Replay);
+        assert_eq!(w.check(A, 0, u32::MAX - 10), Verdict::Duplicate);
         assert!(w.forget(A));
-        assert_eq!(w.check(A, 0), Verdict::New);
+        assert_eq!(w.check(A, 0, 0), Verdict::New);
         assert!(!w.forget(A));
     }
 
@@ -237,9 +331,10 @@ mod tests {
                 state: AlertState::Firing,
                 severity: Severity::Critical,
                 node: A,
+                epoch: 0,
                 sequence: seq,
                 value: 1.0,
-                node_time: 0,
+                digest: 0,
                 alertname: "Down".into(),
             })
             .encode(&key)
@@ -249,12 +344,12 @@ mod tests {
         let old = frame(5);
         for seq in [5, 6, 200] {
             let f = decode(&frame(seq), &key).expect("valid");
-            assert_eq!(w.check(f.node(), f.sequence()), Verdict::New);
-            w.accept(f.node(), f.sequence());
+            assert_eq!(w.check(f.node(), 0, f.sequence()), Verdict::New);
+            w.accept(f.node(), 0, f.sequence());
         }
         // A recording of frame 5 played back: the MAC verifies, the window refuses.
         let f = decode(&old, &key).expect("still a valid MAC");
-        assert_eq!(w.check(f.node(), f.sequence()), Verdict::Replay);
+        assert_eq!(w.check(f.node(), 0, f.sequence()), Verdict::Replay);
     }
 
     #[test]
@@ -267,22 +362,36 @@ mod tests {
         );
         let mut w = ReplayWindow::new();
         for seq in [1, 3, 40] {
-            w.accept(A, seq);
+            w.accept(A, 0, seq);
         }
-        w.accept(B, 7);
+        w.accept(B, 0, 7);
         w.save(&path).expect("save");
         let back = ReplayWindow::load(&path).expect("load");
         assert_eq!(back, w);
-        assert_eq!(back.check(A, 3), Verdict::Duplicate);
-        assert_eq!(back.check(A, 2), Verdict::New);
+        assert_eq!(back.check(A, 0, 3), Verdict::Duplicate);
+        assert_eq!(back.check(A, 0, 2), Verdict::New);
         assert_eq!(back.nodes().collect::<Vec<_>>(), vec![A, B]);
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("\"01020304\""), "{text}");
         assert!(!dir.path().join("replay.json.tmp").exists());
         // Saving again replaces the file.
-        w.accept(B, 8);
+        w.accept(B, 0, 8);
         w.save(&path).expect("save again");
         assert_eq!(ReplayWindow::load(&path).expect("load"), w);
+    }
+
+    #[test]
+    fn a_file_without_epochs_loads_as_epoch_0() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("replay.json");
+        std::fs::write(
+            &path,
+            r#"{"version":1,"nodes":{"01020304":{"highest":9,"below":0}}}"#,
+        )
+        .expect("write");
+        let w = ReplayWindow::load(&path).expect("load");
+        assert_eq!(w.check(A, 0, 9), Verdict::Duplicate);
+        assert_eq!(w.next_epoch(A), Some(1));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! A condition is tripped by flipping a textfile fixture; the webhook must receive
 //! the alert with the right labels, then its resolution. A frame signed with the
 //! wrong key is rejected and counted. `nodewatch-agent test-alert` on A reaches the
-//! webhook too.
+//! webhook too. The gateway holds the network master key; the node holds only its
+//! own key, made by `nodewatch-agent lora derive-key`. Then the failure model: a
+//! gateway restart, a silent node, a frame given up while the gateway was away, a key
+//! of one node signing for another, a node that lost its sequence file.
 
 mod common;
 
@@ -12,11 +15,14 @@ use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use nodewatch_lora::frame::{AlertFrame, AlertState, Frame, Key, NodeId, Severity};
+use nodewatch_lora::frame::{
+    AlertFrame, AlertState, Frame, Key, MasterKey, NodeId, Severity, firing_digest,
+};
 use nodewatch_tests::alertmanager::{Alertmanager, WebhookSink};
 use nodewatch_tests::{Agent, agent_binary, fixture, get_text, promtool_check_metrics, wait_until};
 
-const NETWORK_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The network master key, held by the gateway only.
+const MASTER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
@@ -25,12 +31,47 @@ fn free_udp_port() -> u16 {
         .expect("udp port")
 }
 
-fn key_file(dir: &Path) -> PathBuf {
+/// The master key in a file as the gateway wants it: mode 0600.
+fn master_key_file(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("lora.key");
-    std::fs::write(&path, format!("{NETWORK_KEY}\n")).expect("write key");
+    let path = dir.join("master.key");
+    std::fs::write(&path, format!("{MASTER_KEY}\n")).expect("write key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
     path
+}
+
+/// The key of node `name`, written by `nodewatch-agent lora derive-key` into `dir`.
+fn node_key_file(dir: &Path, name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let master = master_key_file(dir);
+    let out = dir.join(format!("{name}.key"));
+    let output = std::process::Command::new(agent_binary())
+        .args(["lora", "derive-key", "--node", name, "--master"])
+        .arg(&master)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run derive-key");
+    assert!(
+        output.status.success(),
+        "derive-key failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode = std::fs::metadata(&out)
+        .expect("key written")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The node keeps its own key only.
+    std::fs::remove_file(&master).expect("remove the master from the node");
+    out
+}
+
+/// Node `name`'s key, derived as the gateway derives it.
+fn node_key(name: &str) -> Key {
+    MasterKey::from_hex(MASTER_KEY)
+        .expect("master")
+        .node_key(NodeId::from_name(name))
 }
 
 /// The node under test: the Pi fixture, a textfile directory the test flips, and
@@ -91,7 +132,7 @@ fn start_node_with(node_port: u16, gateway_port: u16, lora_extra: &str, tail: &s
     let textfile = dir.path().join("textfile");
     std::fs::create_dir(&textfile).expect("mkdir");
     set_condition(&textfile, 0);
-    let key = key_file(dir.path());
+    let key = node_key_file(dir.path(), "pi-a");
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
@@ -168,7 +209,7 @@ fn start_gateway_in(
 ) -> Agent {
     let textfile = dir.join("textfile");
     let _ = std::fs::create_dir(&textfile);
-    let key = key_file(dir);
+    let key = master_key_file(dir);
     let config = dir.join("gateway.toml");
     std::fs::write(
         &config,
@@ -273,9 +314,10 @@ fn alert_travels_node_to_gateway_to_alertmanager_and_resolves() {
         state: AlertState::Firing,
         severity: Severity::Critical,
         node: NodeId::from_name("pi-a"),
+        epoch: 0,
         sequence: 4_000_000_000,
         value: 1.0,
-        node_time: 0,
+        digest: 0,
         alertname: "Forged".into(),
     })
     .encode(&wrong)
@@ -544,4 +586,246 @@ fn silent_node_keeps_alerts_and_raises_lora_node_silent() {
     set_condition(&node.textfile, 0);
     sink.wait_for_alert("resolved", Duration::from_secs(30), is_ours)
         .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+}
+
+/// A counter's value, 0 while it is absent.
+fn counter(agent: &Agent, series: &str) -> f64 {
+    metric(agent, series).unwrap_or(0.0)
+}
+
+#[test]
+fn given_up_frame_is_repaired_by_heartbeat() {
+    let sink = WebhookSink::start().expect("sink");
+    let alertmanager = Alertmanager::start(&sink.url).expect("alertmanager");
+    let (node_port, gateway_port) = (free_udp_port(), free_udp_port());
+    let gateway_dir = tempfile::tempdir().expect("tempdir");
+    let start_gateway = || {
+        start_gateway_in(
+            gateway_dir.path(),
+            gateway_port,
+            node_port,
+            &alertmanager.url(),
+            "repost_interval_secs = 1\nnode_timeout_secs = 60\nduty_cycle_percent = 100",
+            FAST_AIR,
+        )
+    };
+    let mut gateway = start_gateway();
+    let node = start_node_with(
+        node_port,
+        gateway_port,
+        "heartbeat_interval_secs = 2\nduty_cycle_percent = 100\nmax_attempts = 2",
+        FAST_AIR,
+    );
+    let logs = |gateway: &Agent| {
+        format!(
+            "node log:\n{}\ngateway log:\n{}",
+            node.agent.child.log(),
+            gateway.child.log()
+        )
+    };
+    let dropped = "nodewatch_lora_dropped_total{reason=\"unacknowledged\"}";
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            counter(&node.agent, "nodewatch_lora_acknowledged_total") >= 1.0
+        }),
+        "the node never got through\n{}",
+        logs(&gateway)
+    );
+
+    // The gateway goes away; meanwhile the condition trips and the node gives its
+    // frame up after its two attempts.
+    gateway
+        .child
+        .signal(nix::sys::signal::Signal::SIGKILL)
+        .expect("kill gateway");
+    gateway
+        .child
+        .wait_timeout(Duration::from_secs(10))
+        .expect("gateway exited");
+    let dropped_before = counter(&node.agent, dropped);
+    set_condition(&node.textfile, 1);
+    // The alert outranks heartbeats, so by the second frame given up after the trip
+    // the alert's frame is one of them.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            counter(&node.agent, dropped) >= dropped_before + 2.0
+        }),
+        "the node never gave a frame up\n{}",
+        logs(&gateway)
+    );
+    assert!(
+        active_in_alertmanager(&alertmanager, "ConditionTripped").is_empty(),
+        "nothing could have reached Alertmanager"
+    );
+
+    // The gateway is back: the next heartbeat's digest shows the gap, the node
+    // announces its alert again, and it reaches Alertmanager.
+    gateway = start_gateway();
+    let is_ours = |a: &serde_json::Value| a["labels"]["alertname"] == "ConditionTripped";
+    let (_, firing) = sink
+        .wait_for_alert("firing", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&gateway)));
+    assert_eq!(firing["labels"]["node"], "pi-a");
+    assert_eq!(
+        active_in_alertmanager(&alertmanager, "ConditionTripped").len(),
+        1
+    );
+    assert!(
+        counter(&node.agent, "nodewatch_lora_resyncs_total") >= 1.0,
+        "repaired by a resync\n{}",
+        logs(&gateway)
+    );
+}
+
+#[test]
+fn node_key_cannot_sign_for_another_node() {
+    let sink = WebhookSink::start().expect("sink");
+    let alertmanager = Alertmanager::start(&sink.url).expect("alertmanager");
+    // The test is both nodes: it sends from this socket and hears the gateway's acks.
+    let air = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    air.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let node_port = air.local_addr().expect("addr").port();
+    let gateway_port = free_udp_port();
+    let gateway_dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway_in(
+        gateway_dir.path(),
+        gateway_port,
+        node_port,
+        &alertmanager.url(),
+        "repost_interval_secs = 1\nduty_cycle_percent = 100",
+        &format!("{FAST_AIR}\n[[lora.nodes]]\nname = \"pi-b\"\n"),
+    );
+    let (pi_a, pi_b) = (NodeId::from_name("pi-a"), NodeId::from_name("pi-b"));
+    let send = |frame: AlertFrame, key: &Key| {
+        let bytes = Frame::Alert(frame).encode(key).expect("encode");
+        air.send_to(&bytes, ("127.0.0.1", gateway_port))
+            .expect("send");
+    };
+    let frame = |node, state, sequence, name: &str| AlertFrame {
+        state,
+        severity: Severity::Critical,
+        node,
+        epoch: 0,
+        sequence,
+        value: 1.0,
+        digest: 0,
+        alertname: name.into(),
+    };
+
+    // pi-b fires, under its own key.
+    send(
+        frame(pi_b, AlertState::Firing, 1, "DiskFull"),
+        &node_key("pi-b"),
+    );
+    let is_b = |a: &serde_json::Value| {
+        a["labels"]["alertname"] == "DiskFull" && a["labels"]["node"] == "pi-b"
+    };
+    sink.wait_for_alert("firing", Duration::from_secs(30), is_b)
+        .unwrap_or_else(|e| panic!("{e}\ngateway log:\n{}", gateway.child.log()));
+
+    // pi-a's key (taken from its SD card) signs for pi-b: "DiskFull resolved", and a
+    // heartbeat saying nothing fires. Both are refused and counted.
+    let a_key = node_key("pi-a");
+    send(frame(pi_b, AlertState::Resolved, 2, "DiskFull"), &a_key);
+    let mut empty = frame(pi_b, AlertState::Heartbeat, 3, "");
+    empty.value = 0.0;
+    empty.digest = firing_digest([]);
+    send(empty, &a_key);
+    // pi-a's key still signs for pi-a.
+    send(frame(pi_a, AlertState::Firing, 1, "Hot"), &a_key);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            metric(&gateway, "nodewatch_lora_rejected_total{reason=\"mac\"}") == Some(2.0)
+                && metric(&gateway, "nodewatch_lora_received_total{node=\"pi-a\"}") == Some(1.0)
+        }),
+        "forgeries not counted; gateway log:\n{}",
+        gateway.child.log()
+    );
+    sink.wait_for_alert("firing", Duration::from_secs(30), |a| {
+        a["labels"]["alertname"] == "Hot" && a["labels"]["node"] == "pi-a"
+    })
+    .expect("pi-a's own alert");
+    // Several re-posts later pi-b's alert still fires; nothing resolved it.
+    std::thread::sleep(Duration::from_secs(3));
+    let active: Vec<_> = active_in_alertmanager(&alertmanager, "DiskFull")
+        .into_iter()
+        .filter(|a| a["labels"]["node"] == "pi-b")
+        .collect();
+    assert_eq!(active.len(), 1, "{:?}", alertmanager.alerts());
+    assert_eq!(resolved_notifications(&sink, "DiskFull"), 0);
+    assert_eq!(
+        metric(&gateway, "nodewatch_lora_received_total{node=\"pi-b\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn lost_sequence_file_recovers() {
+    let sink = WebhookSink::start().expect("sink");
+    let alertmanager = Alertmanager::start(&sink.url).expect("alertmanager");
+    let (node_port, gateway_port) = (free_udp_port(), free_udp_port());
+    let gateway_dir = tempfile::tempdir().expect("tempdir");
+    let gateway = start_gateway_in(
+        gateway_dir.path(),
+        gateway_port,
+        node_port,
+        &alertmanager.url(),
+        "repost_interval_secs = 1\nduty_cycle_percent = 100",
+        FAST_AIR,
+    );
+    let mut node = start_node_with(
+        node_port,
+        gateway_port,
+        "heartbeat_interval_secs = 2\nduty_cycle_percent = 100",
+        FAST_AIR,
+    );
+    let logs = |node: &Node| {
+        format!(
+            "node log:\n{}\ngateway log:\n{}",
+            node.agent.child.log(),
+            gateway.child.log()
+        )
+    };
+    let is_ours = |a: &serde_json::Value| a["labels"]["alertname"] == "ConditionTripped";
+    set_condition(&node.textfile, 1);
+    sink.wait_for_alert("firing", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+    set_condition(&node.textfile, 0);
+    sink.wait_for_alert("resolved", Duration::from_secs(30), is_ours)
+        .unwrap_or_else(|e| panic!("{e}\n{}", logs(&node)));
+
+    // The node loses its sequence file (a new SD card, a wiped state_dir) and starts
+    // again. Nobody touches the gateway.
+    node.kill();
+    let sequence_file = node
+        .config
+        .parent()
+        .expect("config dir")
+        .join("state")
+        .join("lora-sequence");
+    let before = std::fs::read_to_string(&sequence_file).expect("the node kept one");
+    assert!(before.contains("\"epoch\":0"), "{before}");
+    std::fs::remove_file(&sequence_file).expect("remove the sequence file");
+    node.restart();
+    set_condition(&node.textfile, 1);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            active_in_alertmanager(&alertmanager, "ConditionTripped").len() == 1
+        }),
+        "the node's alert never reached Alertmanager again\n{}",
+        logs(&node)
+    );
+    // It asked the gateway for its epoch and moved to the next one.
+    assert!(counter(&node.agent, "nodewatch_lora_epoch_starts_total") >= 1.0);
+    let after = std::fs::read_to_string(&sequence_file).expect("written again");
+    assert!(after.contains("\"epoch\":1"), "{after}");
+    set_condition(&node.textfile, 0);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            active_in_alertmanager(&alertmanager, "ConditionTripped").is_empty()
+        }),
+        "the alert never resolved\n{}",
+        logs(&node)
+    );
 }

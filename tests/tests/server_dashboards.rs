@@ -82,6 +82,12 @@ fn lora_pair(dir: &Path) -> (Agent, Agent) {
     let (node_port, gateway_port) = (free_udp_port(), free_udp_port());
     let key = dir.join("lora.key");
     write_private(&key, &format!("{LORA_KEY}\n"));
+    // The node holds its own key, derived from the gateway's master key.
+    let node_key = dir.join("pi-a.key");
+    let derived = nodewatch_lora::frame::MasterKey::from_hex(LORA_KEY)
+        .expect("master key")
+        .node_key_hex(nodewatch_lora::frame::NodeId::from_name("pi-a"));
+    write_private(&node_key, &format!("{derived}\n"));
     let textfile = dir.join("lora-textfile");
     std::fs::create_dir(&textfile).expect("mkdir");
     std::fs::write(
@@ -122,7 +128,7 @@ fn lora_pair(dir: &Path) -> (Agent, Agent) {
              [lora.radio]\nkind = \"udp\"\nudp_bind = \"127.0.0.1:{node_port}\"\n\
              udp_peers = [\"127.0.0.1:{gateway_port}\"]\n",
             state = dir.join("node-state").display(),
-            key = key.display(),
+            key = node_key.display(),
         ),
     )
     .expect("write");

@@ -175,7 +175,9 @@ mod tests {
         let key = Key::from_hex("00112233445566778899aabbccddeeff").expect("key");
         let ack = Frame::Ack(AckFrame {
             node: NodeId([1, 2, 3, 4]),
+            epoch: 0,
             sequence: 9,
+            resync: false,
         });
         b.transmit(&ack.encode(&key).expect("encode"))
             .await

@@ -37,10 +37,11 @@ fn udp_port() -> u16 {
         .unwrap()
 }
 
-fn write_key(dir: &Path) -> PathBuf {
+/// `hex` in a key file as the agent wants it: mode 0600.
+fn write_key(dir: &Path, name: &str, hex: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let path = dir.join("lora.key");
-    std::fs::write(&path, KEY).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, hex).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
@@ -115,7 +116,13 @@ fn main() -> Result<()> {
     std::fs::write(&alarm, "0\n")?;
     let textfile = dir.path().join("textfile");
     std::fs::create_dir(&textfile)?;
-    let key = write_key(dir.path());
+    // The gateway holds the master key; the node only its own, derived from it.
+    let key = write_key(dir.path(), "master.key", KEY);
+    let node_key = write_key(
+        dir.path(),
+        "pi-bench.key",
+        &frame::MasterKey::from_hex(KEY)?.node_key_hex(frame::NodeId::from_name("pi-bench")),
+    );
 
     let sink = WebhookSink::start()?;
     let alertmanager = Alertmanager::start(&sink.url)?;
@@ -146,7 +153,7 @@ fn main() -> Result<()> {
              [lora.radio]\nkind = \"udp\"\nudp_bind = \"127.0.0.1:{node_port}\"\n\
              udp_peers = [\"127.0.0.1:{gateway_port}\"]\n",
             dir.path().join("node-state").display(),
-            key.display(),
+            node_key.display(),
         ),
     )?;
     let fixture_args = |root: &Path| {
@@ -224,12 +231,12 @@ fn main() -> Result<()> {
     );
     println!("\n== Airtime and 1 % duty-cycle budget (EU868: 36 s per hour), 125 kHz, CR 4/5 ==");
     println!(
-        "{:<5} {:>14} {:>14} {:>14} {:>14}  full frames/hour",
+        "{:<5} {:>14} {:>14} {:>14} {:>14}  longest frames/hour",
         "SF",
-        "ack 18 B",
-        "heartbeat 26 B",
+        format!("ack {} B", frame::ACK_LEN),
+        format!("heartbeat {} B", frame::HEARTBEAT_LEN),
         format!("alert {alert_len} B"),
-        "full 51 B",
+        format!("longest {} B", frame::MAX_ALERT_LEN),
     );
     for sf in 7..=12u8 {
         let m = Modulation {
@@ -237,14 +244,14 @@ fn main() -> Result<()> {
             ..modulation
         };
         let ms = |len: usize| time_on_air(&m, len).as_secs_f64() * 1000.0;
-        let per_hour = (36.0 / time_on_air(&m, frame::MAX_FRAME_LEN).as_secs_f64()).floor();
+        let per_hour = (36.0 / time_on_air(&m, frame::MAX_ALERT_LEN).as_secs_f64()).floor();
         println!(
             "{:<5} {:>11.0} ms {:>11.0} ms {:>11.0} ms {:>11.0} ms  {per_hour:.0}",
             format!("SF{sf}"),
             ms(frame::ACK_LEN),
-            ms(frame::MIN_ALERT_LEN),
+            ms(frame::HEARTBEAT_LEN),
             ms(alert_len),
-            ms(frame::MAX_FRAME_LEN),
+            ms(frame::MAX_ALERT_LEN),
         );
     }
     Ok(())

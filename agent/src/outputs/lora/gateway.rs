@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
 use nodewatch_lora::duty::{DutyCycle, SavedSpend};
-use nodewatch_lora::frame::{self, AlertState, Frame, NodeId, Severity};
+use nodewatch_lora::frame::{self, AlertFrame, AlertState, Frame, NodeId, Severity, SyncReply};
 use nodewatch_lora::radio::{Radio, Received};
 use nodewatch_lora::replay::{ReplayWindow, Verdict};
 use tokio::sync::{mpsc, watch};
@@ -51,6 +51,8 @@ struct NodeStats {
     last_heard: Instant,
     /// Whether `LoraNodeSilent` has been raised for it.
     silent: bool,
+    /// The heartbeat whose digest differed (its ack asked for a resync).
+    resync_from: Option<(u16, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +60,9 @@ struct ActiveAlert {
     severity: Severity,
     value: f32,
     starts_at: SystemTime,
+    /// The epoch and sequence of the frame that last announced it firing.
+    #[serde(default)]
+    confirmed: (u16, u32),
 }
 
 /// Re-acknowledgements of one frame: enough for a node whose acknowledgements got
@@ -65,6 +70,9 @@ struct ActiveAlert {
 const MAX_REACKS: u8 = 3;
 /// Sequences per node whose re-acknowledgements are remembered (the replay window's).
 const REACK_MEMORY: usize = 64;
+/// Sync replies per node an hour: a node that lost its state needs one; a replayer of
+/// old requests gets no more.
+const MAX_SYNC_REPLIES: usize = 20;
 
 /// The alert the gateway raises for a node silent past `node_timeout_secs`; the
 /// central server's rule of the same name (rules/lora.yml) has the same labels, so
@@ -121,18 +129,21 @@ pub struct Gateway {
     /// Re-acknowledgements given per node and sequence (the latest few sequences).
     reacks: BTreeMap<NodeId, std::collections::VecDeque<(u32, u8)>>,
     acks: BTreeMap<&'static str, u64>,
+    /// When sync replies were sent per node, the last hour's.
+    sync_replies: BTreeMap<NodeId, std::collections::VecDeque<Instant>>,
     airtime: Duration,
     radio_errors: u64,
     last_error: Option<String>,
 }
 
-const REJECT_REASONS: [&str; 6] = [
+const REJECT_REASONS: [&str; 7] = [
     "truncated",
     "oversized",
     "version",
     "malformed",
     "mac",
     "replay",
+    "too_far",
 ];
 
 impl Gateway {
@@ -168,6 +179,7 @@ impl Gateway {
                     last_seen: n.last_seen,
                     last_heard: restarted,
                     silent: false,
+                    resync_from: None,
                 },
             );
         }
@@ -196,6 +208,7 @@ impl Gateway {
             duplicates: 0,
             reacks: BTreeMap::new(),
             acks: BTreeMap::new(),
+            sync_replies: BTreeMap::new(),
             airtime: Duration::ZERO,
             radio_errors: 0,
             last_error: None,
@@ -252,25 +265,45 @@ impl Gateway {
             Ok(n) => n,
             Err(e) => return self.reject(e.reason(), &e.to_string()),
         };
-        let decoded = match frame::decode(&rx.bytes, self.keys.for_node(node)) {
+        // The node's own key: a frame signed with another node's key does not verify.
+        let Some(key) = self.keys.key_of(node) else {
+            return self.reject("mac", &format!("from {node}: no key for it"));
+        };
+        let decoded = match frame::decode(&rx.bytes, &key) {
             Ok(f) => f,
             Err(e) => return self.reject(e.reason(), &format!("from {node}: {e}")),
         };
         let alert = match decoded {
-            // Another gateway's acknowledgement.
-            Frame::Ack(_) => return Handled::default(),
+            // Another gateway's answers.
+            Frame::Ack(_) | Frame::SyncReply(_) => return Handled::default(),
+            Frame::SyncRequest(request) => {
+                tracing::info!(node = %node, "LoRa node asks for its epoch (sync request).");
+                return Handled {
+                    ack: self.sync_reply(node, request.nonce, &key, instant),
+                    ..Handled::default()
+                };
+            }
             Frame::Alert(a) => a,
         };
+        let stamp = (alert.epoch, alert.sequence);
         let mut handled = Handled::default();
-        match self.replay.check(node, alert.sequence) {
-            Verdict::Replay => {
-                return self.reject(
-                    "replay",
-                    &format!(
-                        "from {node}: sequence {} is behind its window",
-                        alert.sequence
-                    ),
+        let mut resync = false;
+        match self.replay.check(node, alert.epoch, alert.sequence) {
+            verdict @ (Verdict::Replay | Verdict::TooFar) => {
+                let (reason, why) = if verdict == Verdict::Replay {
+                    ("replay", "is behind its window")
+                } else {
+                    ("too_far", "is too far ahead")
+                };
+                let mut refused = self.reject(
+                    reason,
+                    &format!("from {node}: epoch {} sequence {} {why}", stamp.0, stamp.1),
                 );
+                // An authentic frame we refuse: tell the node which epoch to start
+                // (it recovers a lost or regressed sequence this way). Rate-limited,
+                // so a replayer cannot drain the budget.
+                refused.ack = self.sync_reply(node, stamp, &key, instant);
+                return refused;
             }
             Verdict::Duplicate => {
                 self.duplicates += 1;
@@ -280,9 +313,10 @@ impl Gateway {
                     *self.acks.entry("rate_limited").or_default() += 1;
                     return handled;
                 }
+                resync = self.nodes.get(&node).and_then(|s| s.resync_from) == Some(stamp);
             }
             Verdict::New => {
-                self.replay.accept(node, alert.sequence);
+                self.replay.accept(node, alert.epoch, alert.sequence);
                 // Written by the state writer, off the runtime thread.
                 self.replay_dirty = true;
                 let name = self.keys.name_of(node);
@@ -294,6 +328,7 @@ impl Gateway {
                     last_seen: now,
                     last_heard: instant,
                     silent: false,
+                    resync_from: None,
                 });
                 stats.received += 1;
                 stats.rssi_dbm = rx.rssi_dbm;
@@ -306,6 +341,7 @@ impl Gateway {
                     state = alert.state.as_str(),
                     alertname = alert.alertname.as_str(),
                     severity = alert.severity.as_str(),
+                    epoch = alert.epoch,
                     sequence = alert.sequence,
                     rssi = ?rx.rssi_dbm,
                     "LoRa frame received."
@@ -314,14 +350,13 @@ impl Gateway {
                     tracing::info!(node = %node, "LoRa node heard again: LoraNodeSilent ends.");
                     handled.posts.push(self.silent_alert(node, now, now));
                 }
-                let changes = self.apply(
-                    node,
-                    &alert.alertname,
-                    alert.state,
-                    alert.severity,
-                    alert.value,
-                    now,
-                );
+                let changes = if alert.state == AlertState::Heartbeat {
+                    let (changes, in_sync) = self.compare_digest(node, stamp, alert.digest, now);
+                    resync = !in_sync;
+                    changes
+                } else {
+                    self.apply(node, &alert, now)
+                };
                 handled.posts.extend(changes);
                 // Alerts still active get their endsAt moved on (and lose `stale`).
                 if alert.state != AlertState::Resolved || was_silent {
@@ -329,24 +364,138 @@ impl Gateway {
                 }
             }
         }
-        let ack = Frame::Ack(Frame::Alert(alert).ack());
-        let airtime = time_on_air(&self.modulation, frame::ACK_LEN);
-        match self.duty.try_spend(airtime, instant) {
-            Ok(()) => match ack.encode(self.keys.for_node(node)) {
-                Ok(bytes) => {
-                    self.airtime += airtime;
-                    // The budget spent outlives a restart.
-                    self.state_dirty = true;
-                    handled.ack = Some(bytes);
-                }
-                Err(e) => self.last_error = Some(format!("acknowledgement: {e}")),
-            },
-            Err(_) => {
-                *self.acks.entry("over_budget").or_default() += 1;
-                tracing::warn!(node = %node, "No duty-cycle budget left to acknowledge a frame.");
+        let mut ack = Frame::Alert(alert).ack();
+        ack.resync = resync;
+        handled.ack = self.spend_reply(Frame::Ack(ack), frame::ACK_LEN, &key, instant);
+        handled
+    }
+
+    /// Encodes a reply for `node` if the duty-cycle budget has room for it.
+    fn spend_reply(
+        &mut self,
+        reply: Frame,
+        len: usize,
+        key: &nodewatch_lora::frame::Key,
+        instant: Instant,
+    ) -> Option<Vec<u8>> {
+        let airtime = time_on_air(&self.modulation, len);
+        if self.duty.try_spend(airtime, instant).is_err() {
+            *self.acks.entry("over_budget").or_default() += 1;
+            tracing::warn!(node = %reply.node(), "No duty-cycle budget left to answer a frame.");
+            return None;
+        }
+        match reply.encode(key) {
+            Ok(bytes) => {
+                self.airtime += airtime;
+                // The budget spent outlives a restart.
+                self.state_dirty = true;
+                Some(bytes)
+            }
+            Err(e) => {
+                self.last_error = Some(format!("reply: {e}"));
+                None
             }
         }
-        handled
+    }
+
+    /// The sync reply to a request (or to a refused frame) `answers`: the epoch the
+    /// node must start. At most [`MAX_SYNC_REPLIES`] per node an hour.
+    fn sync_reply(
+        &mut self,
+        node: NodeId,
+        answers: (u16, u32),
+        key: &nodewatch_lora::frame::Key,
+        instant: Instant,
+    ) -> Option<Vec<u8>> {
+        let given = self.sync_replies.entry(node).or_default();
+        while given
+            .front()
+            .is_some_and(|t| instant.saturating_duration_since(*t) >= Duration::from_secs(3600))
+        {
+            given.pop_front();
+        }
+        if given.len() >= MAX_SYNC_REPLIES {
+            *self.acks.entry("rate_limited").or_default() += 1;
+            return None;
+        }
+        let Some(next_epoch) = self.replay.next_epoch(node) else {
+            self.last_error = Some(format!(
+                "node {node} has used every epoch; re-key it and forget its replay window"
+            ));
+            return None;
+        };
+        given.push_back(instant);
+        let reply = Frame::SyncReply(SyncReply {
+            node,
+            answers,
+            next_epoch,
+        });
+        let bytes = self.spend_reply(reply, frame::SYNC_REPLY_LEN, key, instant)?;
+        *self.acks.entry("sync_reply").or_default() += 1;
+        Some(bytes)
+    }
+
+    /// Compares a heartbeat's digest of the node's firing set with ours. Returns the
+    /// posts it leads to and whether the two agree; when they do not, the ack asks the
+    /// node to announce its alerts again. An alert of ours not announced again since
+    /// the last such request is resolved only when the alerts that were announced
+    /// make up exactly the node's set: a lost re-announcement never ends an alert.
+    fn compare_digest(
+        &mut self,
+        node: NodeId,
+        stamp: (u16, u32),
+        theirs: u32,
+        now: SystemTime,
+    ) -> (Vec<PostableAlert>, bool) {
+        let digest_of = |alerts: &[(&String, &ActiveAlert)]| {
+            frame::firing_digest(alerts.iter().map(|(n, a)| (n.as_str(), a.severity)))
+        };
+        let ours: Vec<(&String, &ActiveAlert)> = self
+            .active
+            .iter()
+            .filter(|((n, _), _)| *n == node)
+            .map(|((_, name), a)| (name, a))
+            .collect();
+        let resync_from = self.nodes.get(&node).and_then(|s| s.resync_from);
+        let mut keep: Option<Vec<String>> = None;
+        if digest_of(&ours) == theirs {
+            keep = Some(ours.iter().map(|(n, _)| (*n).clone()).collect());
+        } else if theirs == frame::firing_digest([]) {
+            // Nothing fires on the node.
+            keep = Some(Vec::new());
+        } else if let Some(from) = resync_from {
+            let confirmed: Vec<(&String, &ActiveAlert)> = ours
+                .iter()
+                .filter(|(_, a)| a.confirmed > from)
+                .copied()
+                .collect();
+            if digest_of(&confirmed) == theirs {
+                keep = Some(confirmed.iter().map(|(n, _)| (*n).clone()).collect());
+            }
+        }
+        let Some(keep) = keep else {
+            tracing::info!(node = %node, "LoRa heartbeat's firing set differs from ours: asking the node to resync.");
+            if let Some(s) = self.nodes.get_mut(&node) {
+                s.resync_from = Some(stamp);
+            }
+            return (Vec::new(), false);
+        };
+        if let Some(s) = self.nodes.get_mut(&node) {
+            s.resync_from = None;
+        }
+        let ended: Vec<(String, ActiveAlert)> = self
+            .active
+            .iter()
+            .filter(|((n, name), _)| *n == node && !keep.contains(name))
+            .map(|((_, name), a)| (name.clone(), a.clone()))
+            .collect();
+        let mut posts = Vec::new();
+        for (name, old) in ended {
+            self.active.remove(&(node, name.clone()));
+            self.state_dirty = true;
+            posts.push(self.postable(node, &name, &old, now));
+        }
+        (posts, true)
     }
 
     /// Whether a duplicate of `sequence` from `node` may be acknowledged again (at
@@ -367,24 +516,17 @@ impl Gateway {
         true
     }
 
-    fn apply(
-        &mut self,
-        node: NodeId,
-        alertname: &str,
-        state: AlertState,
-        severity: Severity,
-        value: f32,
-        now: SystemTime,
-    ) -> Vec<PostableAlert> {
+    fn apply(&mut self, node: NodeId, alert: &AlertFrame, now: SystemTime) -> Vec<PostableAlert> {
         let mut posts = Vec::new();
         // Any change to a firing set is written to the state file.
-        self.state_dirty |= state != AlertState::Heartbeat || value == 0.0;
-        match state {
+        self.state_dirty = true;
+        let alertname = alert.alertname.as_str();
+        match alert.state {
             AlertState::Firing => {
                 let key = (node, alertname.to_string());
                 let previous = self.active.get(&key).cloned();
                 if let Some(old) = &previous
-                    && old.severity != severity
+                    && old.severity != alert.severity
                 {
                     // Another severity is another alert for Alertmanager: end the old one.
                     posts.push(self.postable(node, alertname, old, now));
@@ -393,9 +535,10 @@ impl Gateway {
                 self.active.insert(
                     key,
                     ActiveAlert {
-                        severity,
-                        value,
+                        severity: alert.severity,
+                        value: alert.value,
                         starts_at,
+                        confirmed: (alert.epoch, alert.sequence),
                     },
                 );
             }
@@ -404,21 +547,8 @@ impl Gateway {
                     posts.push(self.postable(node, alertname, &old, now));
                 }
             }
-            AlertState::Heartbeat => {
-                // value = how many alert names fire on the node; none: all resolved.
-                if value == 0.0 {
-                    let ended: Vec<(String, ActiveAlert)> = self
-                        .active
-                        .iter()
-                        .filter(|((n, _), _)| *n == node)
-                        .map(|((_, name), a)| (name.clone(), a.clone()))
-                        .collect();
-                    for (name, old) in ended {
-                        self.active.remove(&(node, name.clone()));
-                        posts.push(self.postable(node, &name, &old, now));
-                    }
-                }
-            }
+            // Compared in `compare_digest`.
+            AlertState::Heartbeat => {}
         }
         posts
     }
@@ -618,7 +748,7 @@ impl Gateway {
         for reason in REJECT_REASONS {
             sink.counter(
                 "nodewatch_lora_rejected_total",
-                "LoRa frames dropped: malformed, forged (mac) or replayed.",
+                "LoRa frames dropped: malformed, forged (mac), replayed, or too far ahead.",
                 &[("reason", reason)],
                 self.rejected.get(reason).copied().unwrap_or(0) as f64,
             );
@@ -629,10 +759,10 @@ impl Gateway {
             &[],
             self.duplicates as f64,
         );
-        for result in ["sent", "over_budget", "rate_limited"] {
+        for result in ["sent", "over_budget", "rate_limited", "sync_reply"] {
             sink.counter(
                 "nodewatch_lora_acks_total",
-                "Acknowledgements: sent, skipped for lack of duty-cycle budget, or refused to a duplicate re-acknowledged too often.",
+                "Answers to nodes: sent, skipped for lack of duty-cycle budget, refused to a duplicate or sync request seen too often, and sync replies among those sent.",
                 &[("result", result)],
                 self.acks.get(result).copied().unwrap_or(0) as f64,
             );

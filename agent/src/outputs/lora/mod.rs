@@ -11,8 +11,9 @@
 //!   GPIO character device lines, the UART, the simulated UDP air).
 //!
 //! One task owns the radio (LoRa radios are half duplex). Frames are authenticated with
-//! the network key (or the node's own key); the codec, replay window, sequence,
-//! airtime and duty cycle live in the `nodewatch-lora` crate.
+//! the node's own key, which the gateway derives from the network master key; the
+//! codec, replay window, sequence, airtime and duty cycle live in the `nodewatch-lora`
+//! crate.
 
 pub mod alertmanager;
 pub mod gateway;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nodewatch_lora::duty::Region;
-use nodewatch_lora::frame::{Key, NodeId};
+use nodewatch_lora::frame::{Key, MasterKey, NodeId};
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -63,8 +64,10 @@ pub struct LoraConfig {
     /// Refused: a key written in the config itself. Parsed only to name it in the
     /// error (a config file is often world-readable, copied and pasted).
     pub network_key: Option<InlineKey>,
-    /// A file holding the network key as hex (at least 32 digits), owned by the user
-    /// the agent runs as, mode 0600.
+    /// A file holding a key as hex (at least 32 digits), owned by the user the agent
+    /// runs as, mode 0600. On a gateway: the network master key. On a node: the
+    /// node's own key, derived from the master by `nodewatch-agent lora derive-key`
+    /// (a node never holds the master).
     pub network_key_file: Option<PathBuf>,
     /// The radio region, for its duty-cycle rule: EU868 (1 %), EU433 (10 %), …
     pub region: Region,
@@ -123,8 +126,8 @@ pub struct KnownNode {
     /// Refused, as `lora.network_key` is: keys only from files.
     #[serde(default)]
     pub key: Option<InlineKey>,
-    /// A file holding the node's own key as hex, when it does not use the network
-    /// key (owned by the agent's user, mode 0600).
+    /// A file holding the node's key as hex, when it is not the one derived from the
+    /// master key (owned by the agent's user, mode 0600).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
 }
@@ -165,16 +168,16 @@ fn check_key_file(what: &str, path: &Path, mode: u32, owner: u32, user: u32) -> 
     Ok(())
 }
 
-/// Reads a key from its file (`what` names the setting in errors). An inline key is
-/// refused; so is a file readable by group or others (as ssh refuses such private
-/// keys) or owned by another user. Both are checked on the opened file, so the file
-/// read is the file checked.
-fn load_key(
+/// Reads a key's hex from its file (`what` names the setting in errors). An inline
+/// key is refused; so is a file readable by group or others (as ssh refuses such
+/// private keys) or owned by another user. Both are checked on the opened file, so
+/// the file read is the file checked.
+fn read_key_file(
     what: &str,
     inline_setting: &str,
     inline: bool,
     file: Option<&Path>,
-) -> Result<Option<Key>, String> {
+) -> Result<Option<String>, String> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
     if inline {
@@ -193,28 +196,65 @@ fn load_key(
     opened
         .read_to_string(&mut text)
         .map_err(|e| format!("{what}: cannot read {}: {e}", path.display()))?;
-    Key::from_hex(text.trim())
-        .map(Some)
-        .map_err(|e| format!("{what}: {e}"))
+    Ok(Some(text.trim().to_string()))
 }
 
-/// The keys in effect: the network key, and the per-node keys and names a gateway knows.
+fn load_key(
+    what: &str,
+    inline_setting: &str,
+    inline: bool,
+    file: Option<&Path>,
+) -> Result<Option<Key>, String> {
+    read_key_file(what, inline_setting, inline, file)?
+        .map(|hex| Key::from_hex(&hex).map_err(|e| format!("{what}: {e}")))
+        .transpose()
+}
+
+/// The keys in effect. A gateway holds the network master key and derives each
+/// node's key from it (or takes a node's own `key_file`); a node holds only its own
+/// key, derived from the master by `nodewatch-agent lora derive-key`.
 #[derive(Debug)]
 pub struct Keys {
-    /// The network key.
-    pub network: Key,
-    /// Known nodes: id → (name, own key if any).
+    master: Option<MasterKey>,
+    own: Option<Key>,
+    /// Known nodes: id → (name, own key file's key if any).
     pub nodes: Vec<(NodeId, String, Option<Key>)>,
 }
 
 impl Keys {
-    /// The key a frame from `node` must verify with.
-    pub fn for_node(&self, node: NodeId) -> &Key {
-        self.nodes
+    /// A gateway's keys.
+    pub fn gateway(master: MasterKey, nodes: Vec<(NodeId, String, Option<Key>)>) -> Self {
+        Self {
+            master: Some(master),
+            own: None,
+            nodes,
+        }
+    }
+
+    /// A node's key.
+    pub fn node(own: Key) -> Self {
+        Self {
+            master: None,
+            own: Some(own),
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The key of `node`: its configured key file, else derived from the master
+    /// (a node: its own key).
+    pub fn key_of(&self, node: NodeId) -> Option<Key> {
+        if let Some(k) = self
+            .nodes
             .iter()
             .find(|(id, _, _)| *id == node)
-            .and_then(|(_, _, k)| k.as_ref())
-            .unwrap_or(&self.network)
+            .and_then(|(_, _, k)| k.clone())
+        {
+            return Some(k);
+        }
+        match &self.master {
+            Some(m) => Some(m.node_key(node)),
+            None => self.own.clone(),
+        }
     }
 
     /// The configured name of `node`, else its id in hex.
@@ -227,20 +267,71 @@ impl Keys {
     }
 }
 
+/// `nodewatch-agent lora derive-key`: writes the key of the node called `node_name`,
+/// derived from the master key in `master`, to `out` (mode 0600, replaced
+/// atomically). Returns what to tell the operator.
+pub fn derive_key_file(master: &Path, node_name: &str, out: &Path) -> Result<String, String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if node_name.trim().is_empty() {
+        return Err("--node: the node's name (its node_name) must not be empty".into());
+    }
+    let hex = read_key_file("--master", "--master", false, Some(master))?
+        .ok_or_else(|| "--master: no file".to_string())?;
+    let master_key = MasterKey::from_hex(&hex).map_err(|e| format!("--master: {e}"))?;
+    let node = NodeId::from_name(node_name);
+    let mut tmp_name = out.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(f, "{}", master_key.node_key_hex(node))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, out)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("--out: cannot write {}: {e}", out.display())
+    })?;
+    Ok(format!(
+        "{}: the LoRa key of node {node_name:?} (id {node}), mode 0600; set it as lora.network_key_file on that node only\n",
+        out.display()
+    ))
+}
+
 impl LoraConfig {
-    /// Loads and checks the keys.
+    /// Loads and checks the keys: on a gateway `network_key_file` is the network
+    /// master key, on a node its own key (`lora derive-key`).
     pub fn keys(&self) -> Result<Keys, String> {
-        let network = load_key(
+        let hex = read_key_file(
             "lora.network_key_file",
             "lora.network_key",
             self.network_key.is_some(),
             self.network_key_file.as_deref(),
         )?
         .ok_or_else(|| "lora.network_key_file: not set (the link needs a key)".to_string())?;
-        let mut nodes = Vec::new();
+        if !self.gateway {
+            let own = Key::from_hex(&hex).map_err(|e| format!("lora.network_key_file: {e}"))?;
+            return Ok(Keys::node(own));
+        }
+        let master =
+            MasterKey::from_hex(&hex).map_err(|e| format!("lora.network_key_file: {e}"))?;
+        let mut nodes: Vec<(NodeId, String, Option<Key>)> = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
             if n.name.trim().is_empty() {
                 return Err(format!("lora.nodes[{i}].name must not be empty"));
+            }
+            let id = NodeId::from_name(&n.name);
+            if let Some((_, other, _)) = nodes.iter().find(|(o, _, _)| *o == id) {
+                return Err(format!(
+                    "lora.nodes[{i}].name: {:?} has the same node id ({id}) as {other:?}; rename one",
+                    n.name
+                ));
             }
             let key = load_key(
                 &format!("lora.nodes[{i}].key_file ({})", n.name),
@@ -248,9 +339,9 @@ impl LoraConfig {
                 n.key.is_some(),
                 n.key_file.as_deref(),
             )?;
-            nodes.push((NodeId::from_name(&n.name), n.name.clone(), key));
+            nodes.push((id, n.name.clone(), key));
         }
-        Ok(Keys { network, nodes })
+        Ok(Keys::gateway(master, nodes))
     }
 
     /// The duty-cycle fraction in effect.

@@ -9,8 +9,16 @@
 //! `max_attempts`. Every transmission spends airtime from the duty-cycle budget;
 //! when the budget is spent, frames wait in the queue for it. A heartbeat (value =
 //! number of firing alert names) goes out at start and whenever nothing was sent for
-//! `heartbeat_interval_secs`; the gateway resolves the node's alerts on a heartbeat
-//! saying none fire.
+//! `heartbeat_interval_secs`. It carries the digest of the firing set the gateway was
+//! told; when the gateway's view differs (a frame given up while it was out of reach,
+//! a gateway that lost its state), its acknowledgement asks for a resync and the node
+//! announces every firing alert again, then another heartbeat.
+//!
+//! Frames are numbered (epoch, sequence) from `state_dir/lora-sequence`, whose
+//! reservations are written on a blocking thread before a number is used. Without
+//! that file (a new node, or one that lost its state) the node first sends a sync
+//! request and starts the epoch the gateway's reply names; it does the same when the
+//! gateway refuses one of its frames as a replay or as too far ahead.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +27,9 @@ use std::time::Duration;
 
 use nodewatch_lora::airtime::{Modulation, time_on_air};
 use nodewatch_lora::duty::DutyCycle;
-use nodewatch_lora::frame::{self, AlertFrame, AlertState, Frame, Key, NodeId, Severity};
+use nodewatch_lora::frame::{
+    self, AlertFrame, AlertState, Frame, Key, NodeId, Severity, SyncRequest, firing_digest,
+};
 use nodewatch_lora::queue::{Priority, TxQueue};
 use nodewatch_lora::radio::Radio;
 use nodewatch_lora::sequence::SequenceStore;
@@ -60,9 +70,26 @@ pub fn by_name(alerts: &[FiringAlert]) -> BTreeMap<String, (Severity, f32)> {
     out
 }
 
-/// The frame's node time: unix seconds (saturating to the field's 32 bits).
-fn node_time() -> u32 {
-    crate::metrics::unix_now() as u32
+/// A frame's (epoch, sequence), or a sync request's nonce.
+pub type Stamp = (u16, u32);
+
+/// A fresh nonce for a sync request (the reply must echo it).
+fn random_nonce() -> Stamp {
+    use std::io::Read;
+    let mut b = [0u8; 6];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if read.is_err() {
+        // Unique is enough (only the gateway can answer); the clock's nanoseconds are.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        b.copy_from_slice(&t.to_be_bytes()[10..16]);
+    }
+    (
+        u16::from_be_bytes([b[0], b[1]]),
+        u32::from_be_bytes([b[2], b[3], b[4], b[5]]),
+    )
 }
 
 fn priority(f: &AlertFrame) -> Priority {
@@ -99,6 +126,10 @@ struct Counters {
     airtime: Duration,
     radio_errors: u64,
     last_ack_unix: Option<f64>,
+    /// Resyncs the gateway asked for.
+    resyncs: u64,
+    /// Epochs started on the gateway's word.
+    epoch_starts: u64,
 }
 
 /// The sender's state; [`run`] drives it.
@@ -120,6 +151,10 @@ pub struct NodeLink {
     max_attempts: u32,
     heartbeat_interval: Duration,
     last_sent: Option<Instant>,
+    /// Sync requests sent since the epoch was last unknown (backoff).
+    sync_attempts: u32,
+    /// No sync request before this.
+    sync_not_before: Option<Instant>,
     counters: Counters,
     last_error: Option<String>,
 }
@@ -138,11 +173,15 @@ impl NodeLink {
         let duty_path = state_dir.join("lora-duty.json");
         let mut duty = DutyCycle::new(lora.duty_fraction(), Duration::from_secs(3600));
         duty.load(&duty_path, Instant::now(), std::time::SystemTime::now())?;
+        let node = NodeId::from_name(node_name);
+        let key = keys
+            .key_of(node)
+            .ok_or_else(|| "lora.network_key_file: no key for this node".to_string())?;
         Ok(Self {
             duty_path,
             duty_dirty: false,
-            key: keys.network,
-            node: NodeId::from_name(node_name),
+            key,
+            node,
             modulation: lora.radio.modulation,
             sequence,
             duty,
@@ -152,6 +191,8 @@ impl NodeLink {
             max_attempts: lora.max_attempts,
             heartbeat_interval: Duration::from_secs_f64(lora.heartbeat_interval_secs),
             last_sent: None,
+            sync_attempts: 0,
+            sync_not_before: None,
             counters: Counters::default(),
             last_error: None,
         })
@@ -162,9 +203,10 @@ impl NodeLink {
             state,
             severity,
             node: self.node,
+            epoch: 0,
             sequence: 0,
             value,
-            node_time: 0,
+            digest: 0,
             alertname: name.to_string(),
         }
     }
@@ -232,8 +274,137 @@ impl NodeLink {
         {
             return;
         }
-        let firing = self.told.len() as f32;
-        self.enqueue(self.frame(AlertState::Heartbeat, Severity::Info, firing, ""));
+        // Its count and digest are taken when it goes on the air.
+        self.enqueue(self.frame(AlertState::Heartbeat, Severity::Info, 0.0, ""));
+    }
+
+    /// The gateway's view of our firing set differs: announce every firing alert
+    /// again, then a heartbeat to compare once more.
+    fn reannounce(&mut self) {
+        tracing::info!(
+            alerts = self.told.len(),
+            "LoRa gateway asked for a resync: announcing every firing alert again."
+        );
+        self.counters.resyncs += 1;
+        let told: Vec<(String, (Severity, f32))> =
+            self.told.iter().map(|(n, v)| (n.clone(), *v)).collect();
+        for (name, (sev, value)) in told {
+            self.enqueue(self.frame(AlertState::Firing, sev, value, &name));
+        }
+        self.heartbeat();
+    }
+
+    /// The gateway named the epoch to use: the sequence restarts at 0 in it, and
+    /// frames numbered in the old one get new numbers.
+    fn start_epoch(&mut self, epoch: u16) {
+        tracing::info!(
+            epoch,
+            "LoRa gateway sent this node's epoch: its sequence restarts at 0."
+        );
+        self.sequence.start_epoch(epoch);
+        self.sync_attempts = 0;
+        self.sync_not_before = None;
+        self.counters.epoch_starts += 1;
+        let mut all = Vec::new();
+        while let Some((p, mut out)) = self.queue.pop_with_priority() {
+            out.encoded = None;
+            out.attempts = 0;
+            out.not_before = None;
+            all.push((p, out));
+        }
+        for (p, out) in all {
+            self.queue.push(p, out);
+        }
+    }
+
+    /// Handles a frame heard while waiting for the answer to `awaited`; true when it
+    /// is that answer.
+    fn heard(&mut self, bytes: &[u8], awaited: Stamp) -> bool {
+        let Ok(heard) = frame::decode(bytes, &self.key) else {
+            return false;
+        };
+        if heard.node() != self.node {
+            return false;
+        }
+        match heard {
+            Frame::Ack(ack) => {
+                let done = self.acknowledged((ack.epoch, ack.sequence));
+                if done && ack.resync {
+                    self.reannounce();
+                }
+                done && (ack.epoch, ack.sequence) == awaited
+            }
+            Frame::SyncReply(reply) if reply.answers == awaited => {
+                self.start_epoch(reply.next_epoch);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a sync request (the epoch is unknown), backing off between attempts.
+    async fn send_sync_request<R: Radio>(
+        &mut self,
+        radio: &mut R,
+        now: Instant,
+    ) -> Result<Option<(Stamp, Instant)>, Duration> {
+        if let Some(t) = self.sync_not_before
+            && t > now
+        {
+            return Err(t - now);
+        }
+        let airtime = time_on_air(&self.modulation, frame::SYNC_REQUEST_LEN);
+        self.duty.try_spend(airtime, now)?;
+        self.duty_dirty = true;
+        let nonce = random_nonce();
+        let request = Frame::SyncRequest(SyncRequest {
+            node: self.node,
+            nonce,
+        });
+        let bytes = match request.encode(&self.key) {
+            Ok(b) => b,
+            Err(e) => {
+                self.last_error = Some(format!("sync request: {e}"));
+                return Err(Duration::from_secs(10));
+            }
+        };
+        self.sync_attempts = self.sync_attempts.saturating_add(1);
+        self.counters.airtime += airtime;
+        match radio.transmit(&bytes).await {
+            Ok(()) => {
+                *self.counters.transmissions.entry("sync").or_default() += 1;
+                self.last_sent = Some(Instant::now());
+                tracing::info!(
+                    attempt = self.sync_attempts,
+                    "LoRa sequence unknown (no sequence file): sync request sent."
+                );
+            }
+            Err(e) => {
+                self.counters.radio_errors += 1;
+                self.last_error = Some(format!("transmit: {e}"));
+            }
+        }
+        let deadline = Instant::now() + self.ack_timeout;
+        let backoff = (self.ack_timeout * self.sync_attempts).min(MAX_BACKOFF);
+        self.sync_not_before = Some(deadline + backoff.saturating_sub(self.ack_timeout));
+        Ok(Some((nonce, deadline)))
+    }
+
+    /// Makes sure the next sequence number is reserved on disk, writing the
+    /// reservation on a blocking thread (its fsync must not hold up the runtime).
+    async fn reserve_sequence(&mut self) -> Result<(), String> {
+        let Some(reservation) = self.sequence.reservation()? else {
+            return Ok(());
+        };
+        let written = tokio::task::spawn_blocking({
+            let r = reservation.clone();
+            move || r.write()
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("sequence writer: {e}")));
+        written?;
+        self.sequence.reserved(&reservation);
+        Ok(())
     }
 
     /// When a heartbeat is due.
@@ -251,17 +422,27 @@ impl NodeLink {
     async fn try_send<R: Radio>(
         &mut self,
         radio: &mut R,
-    ) -> Result<Option<(u32, Instant)>, Duration> {
+    ) -> Result<Option<(Stamp, Instant)>, Duration> {
         let now = Instant::now();
         let Some(head) = self.queue.peek() else {
             return Err(Duration::MAX);
         };
+        if self.sequence.needs_sync() {
+            return self.send_sync_request(radio, now).await;
+        }
         if let Some(t) = head.not_before
             && t > now
         {
             return Err(t - now);
         }
+        let unnumbered = head.encoded.is_none();
         let len = head.frame.encoded_len();
+        if unnumbered && let Err(e) = self.reserve_sequence().await {
+            // Without a persisted sequence the gateway could take our frames for
+            // replays: keep the frame and report.
+            self.last_error = Some(e);
+            return Err(Duration::from_secs(10));
+        }
         let airtime = time_on_air(&self.modulation, len);
         self.duty.try_spend(airtime, now)?;
         self.duty_dirty = true;
@@ -269,18 +450,21 @@ impl NodeLink {
             return Err(Duration::MAX);
         };
         if out.encoded.is_none() {
-            let sequence = match self.sequence.next() {
+            let sequence = match self.sequence.take() {
                 Ok(s) => s,
                 Err(e) => {
-                    // Without a persisted sequence the gateway could take our frames for
-                    // replays: keep the frame and report.
                     self.last_error = Some(e);
                     self.queue.push(priority(&out.frame), out);
                     return Err(Duration::from_secs(10));
                 }
             };
+            out.frame.epoch = self.sequence.epoch();
             out.frame.sequence = sequence;
-            out.frame.node_time = node_time();
+            if out.frame.state == AlertState::Heartbeat {
+                out.frame.value = self.told.len() as f32;
+                out.frame.digest =
+                    firing_digest(self.told.iter().map(|(n, (s, _))| (n.as_str(), *s)));
+            }
             match Frame::Alert(out.frame.clone()).encode(&self.key) {
                 Ok(bytes) => out.encoded = Some(bytes),
                 Err(e) => {
@@ -313,21 +497,21 @@ impl NodeLink {
                 tracing::warn!(error = %e, "LoRa transmit failed.");
             }
         }
-        let sequence = out.frame.sequence;
+        let stamp = (out.frame.epoch, out.frame.sequence);
         let deadline = Instant::now() + self.ack_timeout;
         // Back in the queue until acknowledged; after its last attempt's deadline it is
         // given up (`give_up_exhausted`).
         let backoff = (self.ack_timeout * out.attempts).min(MAX_BACKOFF);
         out.not_before = Some(deadline + backoff.saturating_sub(self.ack_timeout));
         self.queue.push(priority(&out.frame), out);
-        Ok(Some((sequence, deadline)))
+        Ok(Some((stamp, deadline)))
     }
 
-    /// An acknowledgement heard: the frame with that sequence is done.
-    fn acknowledged(&mut self, sequence: u32) -> bool {
+    /// An acknowledgement heard: the frame with that epoch and sequence is done.
+    fn acknowledged(&mut self, stamp: Stamp) -> bool {
         let before = self.queue.len();
         self.queue
-            .retain(|o| !(o.encoded.is_some() && o.frame.sequence == sequence));
+            .retain(|o| !(o.encoded.is_some() && (o.frame.epoch, o.frame.sequence) == stamp));
         let done = self.queue.len() < before;
         if done {
             self.counters.acknowledged += 1;
@@ -341,8 +525,14 @@ impl NodeLink {
     pub async fn send_next<R: Radio>(
         &mut self,
         radio: &mut R,
-    ) -> Result<Option<(u32, Instant)>, Duration> {
+    ) -> Result<Option<(Stamp, Instant)>, Duration> {
         self.try_send(radio).await
+    }
+
+    /// Hands a received frame to the link as [`run`] does (tests).
+    #[cfg(test)]
+    pub fn receive(&mut self, bytes: &[u8], awaited: Stamp) -> bool {
+        self.heard(bytes, awaited)
     }
 
     /// Gives up frames whose last attempt went unacknowledged (tests).
@@ -370,10 +560,10 @@ impl NodeLink {
     /// The `nodewatch_lora_*` families of a node.
     pub fn metrics(&mut self) -> Vec<prometheus::proto::MetricFamily> {
         let mut sink = MetricSink::new();
-        for kind in ["first", "resend"] {
+        for kind in ["first", "resend", "sync"] {
             sink.counter(
                 "nodewatch_lora_transmissions_total",
-                "LoRa frames put on the air, first sends and resends.",
+                "LoRa frames put on the air: first sends, resends, and sync requests.",
                 &[("kind", kind)],
                 self.counters.transmissions.get(kind).copied().unwrap_or(0) as f64,
             );
@@ -392,6 +582,18 @@ impl NodeLink {
                 self.counters.dropped.get(reason).copied().unwrap_or(0) as f64,
             );
         }
+        sink.counter(
+            "nodewatch_lora_resyncs_total",
+            "Times the gateway's view of the firing set differed and every alert was announced again.",
+            &[],
+            self.counters.resyncs as f64,
+        );
+        sink.counter(
+            "nodewatch_lora_epoch_starts_total",
+            "Epochs started on the gateway's sync reply (the sequence was lost or refused).",
+            &[],
+            self.counters.epoch_starts as f64,
+        );
         sink.gauge(
             "nodewatch_lora_queue_frames",
             "LoRa frames waiting to be sent or acknowledged.",
@@ -453,8 +655,8 @@ pub async fn run<R: Radio>(
     let mut alerts = snapshot.subscribe_alerts();
     link.heartbeat();
     link.update(&alerts.borrow_and_update());
-    // The frame awaiting an acknowledgement: (sequence, until).
-    let mut awaiting: Option<(u32, Instant)> = None;
+    // The frame awaiting its answer: (epoch and sequence, or a sync nonce; until).
+    let mut awaiting: Option<(Stamp, Instant)> = None;
     let (duty_tx, duty_rx) = watch::channel(None);
     let duty_errors = Arc::new(std::sync::Mutex::new(None));
     // Saved on a blocking thread: its fsyncs must not hold up the runtime.
@@ -481,7 +683,7 @@ pub async fn run<R: Radio>(
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
             return Ok(());
         }
-        if let Some((sequence, until)) = awaiting {
+        if let Some((stamp, until)) = awaiting {
             let now = Instant::now();
             if now >= until {
                 awaiting = None;
@@ -491,11 +693,7 @@ pub async fn run<R: Radio>(
             tokio::select! {
                 heard = radio.receive(until - now) => match heard {
                     Ok(Some(rx)) => {
-                        if let Ok(Frame::Ack(ack)) = frame::decode(&rx.bytes, &link.key)
-                            && ack.node == link.node
-                            && link.acknowledged(ack.sequence)
-                            && ack.sequence == sequence
-                        {
+                        if link.heard(&rx.bytes, stamp) {
                             awaiting = None;
                         }
                     }

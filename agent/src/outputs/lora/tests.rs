@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use nodewatch_lora::airtime::time_on_air;
-use nodewatch_lora::frame::{self, AlertFrame, AlertState, Frame, Key, NodeId, Severity};
+use nodewatch_lora::frame::{
+    self, AlertFrame, AlertState, Frame, Key, MasterKey, NodeId, Severity, firing_digest,
+};
 use nodewatch_lora::radio::Received;
 use tokio::time::Instant;
 
@@ -15,15 +17,26 @@ use crate::alerts::FiringAlert;
 
 const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-fn key() -> Key {
-    Key::from_hex(KEY).expect("key")
+fn master() -> MasterKey {
+    MasterKey::from_hex(KEY).expect("master key")
 }
 
+/// pi-a's own key, derived from the master.
+fn key() -> Key {
+    master().node_key(NodeId::from_name("pi-a"))
+}
+
+/// A gateway's keys: the master, and pi-a by name.
 fn keys() -> Keys {
-    Keys {
-        network: key(),
-        nodes: vec![(NodeId::from_name("pi-a"), "pi-a".into(), None)],
-    }
+    Keys::gateway(
+        master(),
+        vec![(NodeId::from_name("pi-a"), "pi-a".into(), None)],
+    )
+}
+
+/// pi-a's keys: its own only.
+fn node_keys() -> Keys {
+    Keys::node(key())
 }
 
 fn config() -> LoraConfig {
@@ -78,7 +91,7 @@ fn alerts_travel_by_name_at_their_highest_severity() {
 fn changes_are_queued_and_an_unsent_flap_cancels_out() {
     use crate::alerts::Severity as S;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut link = NodeLink::new(&config(), keys(), "pi-a", dir.path()).expect("link");
+    let mut link = NodeLink::new(&config(), node_keys(), "pi-a", dir.path()).expect("link");
     link.update(&[alert("UnderVoltage", S::Critical, 1.0)]);
     assert_eq!(link.queued(), 1);
     // Same state again: nothing new.
@@ -106,9 +119,14 @@ fn alert_frame(state: AlertState, sequence: u32, name: &str) -> AlertFrame {
         state,
         severity: Severity::Critical,
         node: NodeId::from_name("pi-a"),
+        epoch: 0,
         sequence,
         value: 1.0,
-        node_time: 0,
+        digest: if state == AlertState::Heartbeat {
+            firing_digest([("Unknown", Severity::Info)])
+        } else {
+            0
+        },
         alertname: name.into(),
     }
 }
@@ -202,6 +220,7 @@ async fn heartbeat_with_nothing_firing_and_silence_resolve() {
     assert_eq!(gw.active_alerts(), 2);
     let mut hb = alert_frame(AlertState::Heartbeat, 3, "");
     hb.value = 0.0;
+    hb.digest = firing_digest([]);
     let handled = gw.handle(&received(encode(hb, &key())), t0, Instant::now());
     assert_eq!(handled.posts.len(), 2, "both resolved");
     assert_eq!(gw.active_alerts(), 0);
@@ -533,7 +552,8 @@ async fn unacknowledged_frames_are_given_up_after_their_attempts() {
     let mut lora = config();
     lora.max_attempts = 3;
     lora.ack_timeout_secs = Some(1.0);
-    let mut link = NodeLink::new(&lora, keys(), "pi-a", dir.path()).expect("link");
+    synced_sequence(dir.path());
+    let mut link = NodeLink::new(&lora, node_keys(), "pi-a", dir.path()).expect("link");
     // Nobody listens on the peer: every frame goes unacknowledged.
     let mut radio = UdpAir::bind(
         "127.0.0.1:0".parse().expect("addr"),
@@ -625,4 +645,291 @@ async fn duplicates_are_reacknowledged_a_few_times_only() {
         .find(|m| m.get_label().iter().any(|l| l.value() == "rate_limited"))
         .expect("rate_limited");
     assert_eq!(limited.get_counter().get_value(), 6.0);
+}
+
+/// A sequence file at epoch 0, as a node that has talked to its gateway has.
+fn synced_sequence(state_dir: &std::path::Path) {
+    std::fs::write(
+        state_dir.join("lora-sequence"),
+        r#"{"epoch":0,"next_unused":0}"#,
+    )
+    .expect("write sequence");
+}
+
+/// A radio that keeps what is sent, and hears nothing.
+#[derive(Debug, Default)]
+struct Captured(Vec<Vec<u8>>);
+
+impl nodewatch_lora::radio::Radio for Captured {
+    async fn transmit(&mut self, frame: &[u8]) -> Result<(), nodewatch_lora::radio::RadioError> {
+        self.0.push(frame.to_vec());
+        Ok(())
+    }
+
+    async fn receive(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Received>, nodewatch_lora::radio::RadioError> {
+        tokio::time::sleep(timeout).await;
+        Ok(None)
+    }
+
+    fn describe(&self) -> String {
+        "captured".into()
+    }
+}
+
+/// Sends the node's next frame, hands it to the gateway when `deliver` (else it is
+/// lost on the air), and the gateway's answer back to the node. Returns the frame
+/// sent and what the gateway did with it.
+async fn exchange(
+    link: &mut NodeLink,
+    gw: &mut Gateway,
+    radio: &mut Captured,
+    deliver: bool,
+) -> (Frame, Option<super::gateway::Handled>) {
+    let stamp = loop {
+        match link.send_next(radio).await {
+            Ok(Some((stamp, _))) => break stamp,
+            Ok(None) => {}
+            Err(wait) => {
+                assert!(wait < Duration::from_secs(3600), "nothing to send");
+                tokio::time::advance(wait).await;
+            }
+        }
+    };
+    let bytes = radio.0.pop().expect("a frame on the air");
+    let sent = frame::decode(&bytes, &key()).expect("the node's frame verifies");
+    if !deliver {
+        return (sent, None);
+    }
+    let handled = gw.handle(&received(bytes), SystemTime::now(), Instant::now());
+    if let Some(reply) = &handled.ack {
+        link.receive(reply, stamp);
+    }
+    (sent, Some(handled))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_without_its_sequence_file_asks_the_gateway_for_its_epoch() {
+    use crate::alerts::Severity as S;
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), gw_dir.path()).expect("gateway");
+    let mut radio = Captured::default();
+    let firing = [alert("UnderVoltage", S::Critical, 1.0)];
+    let mut old_frames = Vec::new();
+    {
+        // A new node: no sequence file, so its first frame is a sync request.
+        let mut link =
+            NodeLink::new(&config(), node_keys(), "pi-a", node_dir.path()).expect("link");
+        link.update(&firing);
+        let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+        assert!(matches!(sent, Frame::SyncRequest(_)), "{sent:?}");
+        let reply = handled.expect("delivered").ack.expect("a sync reply");
+        assert!(
+            matches!(frame::decode(&reply, &key()), Ok(Frame::SyncReply(r)) if r.next_epoch == 0)
+        );
+        for _ in 0..3 {
+            let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+            assert_eq!(sent.stamp().0, 0, "epoch 0");
+            assert_eq!(handled.expect("delivered").rejected, None);
+            old_frames.push(radio.0.len());
+            if link.queued() == 0 {
+                link.heartbeat();
+            }
+        }
+        assert_eq!(gw.active_alerts(), 1);
+    }
+    // The node loses its state: it syncs again and moves to epoch 1.
+    std::fs::remove_file(node_dir.path().join("lora-sequence")).expect("lose it");
+    let mut link = NodeLink::new(&config(), node_keys(), "pi-a", node_dir.path()).expect("link");
+    link.update(&[]);
+    link.update(&firing);
+    let (sent, _) = exchange(&mut link, &mut gw, &mut radio, true).await;
+    assert!(matches!(sent, Frame::SyncRequest(_)), "{sent:?}");
+    let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+    assert_eq!(sent.stamp(), (1, 0), "{sent:?}");
+    let handled = handled.expect("delivered");
+    assert_eq!(handled.rejected, None, "the new epoch is accepted");
+    assert!(handled.ack.is_some());
+    // A frame of epoch 0 recorded off the air is a replay now.
+    let recorded = encode(
+        alert_frame(AlertState::Resolved, 1000, "UnderVoltage"),
+        &key(),
+    );
+    assert_eq!(
+        gw.handle(&received(recorded), SystemTime::now(), Instant::now())
+            .rejected,
+        Some("replay")
+    );
+    assert_eq!(gw.active_alerts(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_frame_refused_as_a_replay_moves_the_node_to_the_next_epoch() {
+    use crate::alerts::Severity as S;
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), gw_dir.path()).expect("gateway");
+    // The gateway has heard pi-a up to 500; the node's file was restored from an old
+    // backup (sequence 0).
+    let hb = encode(alert_frame(AlertState::Heartbeat, 500, ""), &key());
+    gw.handle(&received(hb), SystemTime::now(), Instant::now());
+    synced_sequence(node_dir.path());
+    let mut link = NodeLink::new(&config(), node_keys(), "pi-a", node_dir.path()).expect("link");
+    let mut radio = Captured::default();
+    link.update(&[alert("UnderVoltage", S::Critical, 1.0)]);
+    let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+    assert_eq!(sent.stamp(), (0, 0));
+    let handled = handled.expect("delivered");
+    assert_eq!(handled.rejected, Some("replay"));
+    assert!(
+        matches!(frame::decode(handled.ack.as_deref().expect("reply"), &key()), Ok(Frame::SyncReply(r)) if r.next_epoch == 1)
+    );
+    // The same alert, renumbered in epoch 1, gets through.
+    let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+    assert_eq!(sent.stamp(), (1, 0));
+    assert_eq!(handled.expect("delivered").rejected, None);
+    assert_eq!(gw.active_alerts(), 1);
+    // The node's sequence file holds the new epoch.
+    let saved = std::fs::read_to_string(node_dir.path().join("lora-sequence")).expect("read");
+    assert!(saved.contains("\"epoch\":1"), "{saved}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heartbeat_digest_repairs_given_up_frames() {
+    use crate::alerts::Severity as S;
+    let gw_dir = tempfile::tempdir().expect("tempdir");
+    let node_dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), gw_dir.path()).expect("gateway");
+    synced_sequence(node_dir.path());
+    let mut lora = config();
+    lora.max_attempts = 1;
+    let mut link = NodeLink::new(&lora, node_keys(), "pi-a", node_dir.path()).expect("link");
+    let mut radio = Captured::default();
+
+    // A and B fire; B's frame is lost and given up (the gateway was out of reach).
+    link.update(&[alert("A", S::Critical, 1.0)]);
+    exchange(&mut link, &mut gw, &mut radio, true).await;
+    link.update(&[alert("A", S::Critical, 1.0), alert("B", S::Warning, 2.0)]);
+    let (sent, _) = exchange(&mut link, &mut gw, &mut radio, false).await;
+    assert!(matches!(&sent, Frame::Alert(a) if a.alertname == "B"));
+    tokio::time::advance(Duration::from_secs(60)).await;
+    link.expire_unacknowledged();
+    assert_eq!(link.queued(), 0, "given up");
+    assert_eq!(gw.active_alerts(), 1);
+
+    // The next heartbeat's digest differs: the ack asks for a resync, the node
+    // announces A and B again, and a second heartbeat agrees.
+    link.heartbeat();
+    let (sent, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+    assert!(matches!(&sent, Frame::Alert(a) if a.state == AlertState::Heartbeat));
+    let ack = frame::decode(&handled.expect("delivered").ack.expect("ack"), &key());
+    assert!(matches!(ack, Ok(Frame::Ack(a)) if a.resync), "{ack:?}");
+    let mut posted = Vec::new();
+    let mut last_ack = None;
+    while link.queued() > 0 {
+        let (_, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+        let handled = handled.expect("delivered");
+        posted.extend(handled.posts.iter().map(|p| p.labels["alertname"].clone()));
+        last_ack = handled.ack;
+    }
+    assert!(posted.contains(&"B".to_string()), "{posted:?}");
+    assert_eq!(gw.active_alerts(), 2);
+    let ack = frame::decode(&last_ack.expect("ack"), &key());
+    assert!(
+        matches!(ack, Ok(Frame::Ack(a)) if !a.resync),
+        "in sync: {ack:?}"
+    );
+
+    // A's resolution is lost: the gateway keeps A until a resync shows that the
+    // alerts the node announced again (B) are its whole set.
+    link.update(&[alert("B", S::Warning, 2.0)]);
+    exchange(&mut link, &mut gw, &mut radio, false).await;
+    tokio::time::advance(Duration::from_secs(60)).await;
+    link.expire_unacknowledged();
+    link.heartbeat();
+    let mut resolved = Vec::new();
+    while link.queued() > 0 {
+        let (_, handled) = exchange(&mut link, &mut gw, &mut radio, true).await;
+        for p in handled.expect("delivered").posts {
+            if p.ends_at <= super::alertmanager::rfc3339(SystemTime::now()) {
+                resolved.push(p.labels["alertname"].clone());
+            }
+        }
+    }
+    assert_eq!(resolved, ["A"]);
+    assert_eq!(gw.active_alerts(), 1);
+}
+
+#[test]
+fn a_frame_signed_with_another_nodes_key_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let pi_b = NodeId::from_name("pi-b");
+    // pi-b fires, signed with its own key (derived from the master).
+    let mut b_firing = alert_frame(AlertState::Firing, 1, "Down");
+    b_firing.node = pi_b;
+    let b_key = master().node_key(pi_b);
+    let handled = gw.handle(
+        &received(encode(b_firing, &b_key)),
+        SystemTime::now(),
+        Instant::now(),
+    );
+    assert_eq!(handled.rejected, None);
+    // pi-a's key (stolen) signs "nothing fires on pi-b": refused, counted, no change.
+    let mut forged = alert_frame(AlertState::Heartbeat, 2, "");
+    forged.node = pi_b;
+    forged.value = 0.0;
+    forged.digest = firing_digest([]);
+    let handled = gw.handle(
+        &received(encode(forged, &key())),
+        SystemTime::now(),
+        Instant::now(),
+    );
+    assert_eq!(handled.rejected, Some("mac"));
+    assert!(handled.ack.is_none() && handled.posts.is_empty());
+    assert_eq!(gw.active_alerts(), 1);
+}
+
+#[test]
+fn derive_key_writes_the_nodes_key_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let master_path = write_key_file(dir.path(), "master.key", 0o600);
+    let out = dir.path().join("pi-a.key");
+    let said = super::derive_key_file(&master_path, "pi-a", &out).expect("derive");
+    assert!(said.contains("pi-a") && said.contains(&NodeId::from_name("pi-a").to_string()));
+    let written = std::fs::read_to_string(&out).expect("read");
+    assert_eq!(
+        written.trim(),
+        master().node_key_hex(NodeId::from_name("pi-a"))
+    );
+    assert!(!said.contains(written.trim()), "the key is not printed");
+    let mode = std::fs::metadata(&out).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The node loads it as its key, and the gateway verifies what it signs.
+    let node = LoraConfig {
+        network_key_file: Some(out.clone()),
+        ..config()
+    };
+    let own = node
+        .keys()
+        .expect("node keys")
+        .key_of(NodeId::from_name("pi-a"))
+        .expect("own key");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let f = encode(alert_frame(AlertState::Firing, 1, "A"), &own);
+    assert_eq!(
+        gw.handle(&received(f), SystemTime::now(), Instant::now())
+            .rejected,
+        None
+    );
+    // A master readable by others is refused, naming the option.
+    let loose = write_key_file(dir.path(), "loose.key", 0o644);
+    let e = super::derive_key_file(&loose, "pi-a", &out).expect_err("0644");
+    assert!(e.starts_with("--master") && e.contains("chmod 600"), "{e}");
+    let e = super::derive_key_file(&master_path, " ", &out).expect_err("no name");
+    assert!(e.starts_with("--node"), "{e}");
 }
