@@ -57,6 +57,20 @@ fn bits(v: f64) -> u64 {
     }
 }
 
+/// Quantiles or buckets as the collector exports them (Go's const summaries and
+/// histograms): a later line with the same bound wins, sorted by bound.
+fn sorted_last_wins<T: Copy>(entries: &[(f64, T)]) -> Vec<(f64, T)> {
+    let mut sorted: Vec<(f64, T)> = Vec::new();
+    for &(bound, value) in entries {
+        match sorted.iter_mut().find(|(b, _)| *b == bound) {
+            Some(entry) => entry.1 = value,
+            None => sorted.push((bound, value)),
+        }
+    }
+    sorted.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+    sorted
+}
+
 fn series(family: &Family) -> Vec<Series> {
     let mut all: Vec<Series> = family
         .metrics
@@ -75,7 +89,7 @@ fn series(family: &Family) -> Vec<Series> {
                     quantiles,
                     sum,
                     count,
-                } => quantiles
+                } => sorted_last_wins(quantiles)
                     .iter()
                     .flat_map(|(q, v)| [bits(*q), bits(*v)])
                     .chain([bits(*sum), *count])
@@ -85,7 +99,7 @@ fn series(family: &Family) -> Vec<Series> {
                     sum,
                     count,
                 } => {
-                    let mut buckets = buckets.clone();
+                    let mut buckets = sorted_last_wins(buckets);
                     // The encoder adds the +Inf bucket a histogram must have.
                     if !buckets.iter().any(|(le, _)| *le == f64::INFINITY) {
                         buckets.push((f64::INFINITY, *count));
