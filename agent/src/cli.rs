@@ -28,10 +28,10 @@ pub struct Cli {
     /// Most concurrent requests (0 = no limit).
     #[arg(long = "web.max-requests", value_name = "N")]
     pub max_requests: Option<usize>,
-    /// TLS / basic auth configuration (exporter-toolkit format). Not supported yet:
-    /// the agent refuses to start rather than serve without the protection asked for.
-    #[arg(long = "web.config.file", value_name = "FILE")]
-    pub web_config_file: Option<PathBuf>,
+    /// `--web.config.file` (TLS, basic auth) and the connection limits, shared with the
+    /// exporters.
+    #[command(flatten)]
+    pub web_server: nodewatch_http::WebFlags,
     /// procfs mount point.
     #[arg(long = "path.procfs", value_name = "DIR")]
     pub procfs: Option<PathBuf>,
@@ -340,6 +340,7 @@ impl Cli {
         if let Some(v) = self.max_requests {
             web.max_requests = v;
         }
+        web.server = self.web_server.settings();
         if let Some(v) = &self.procfs {
             config.paths.procfs = v.clone();
         }

@@ -122,6 +122,9 @@ pub struct WebConfig {
     /// Most concurrent requests; beyond it, 503 at once (`--web.max-requests`).
     /// 0 means no limit. Default 40.
     pub max_requests: usize,
+    /// Connection limits and `--web.config.file`: flags only (`--web.*`).
+    #[serde(skip)]
+    pub server: nodewatch_http::ServerSettings,
 }
 
 impl Default for WebConfig {
@@ -130,6 +133,7 @@ impl Default for WebConfig {
             listen_address: ":9100".into(),
             telemetry_path: "/metrics".into(),
             max_requests: 40,
+            server: nodewatch_http::ServerSettings::default(),
         }
     }
 }

@@ -227,6 +227,7 @@ pub async fn run(
         telemetry_path: config.web.telemetry_path.clone(),
         max_requests: config.web.max_requests,
         title: "nodewatch agent".into(),
+        server: config.web.server.clone(),
     };
     let mut router = nodewatch_http::router(snapshot.clone(), &options).merge(
         crate::alerts::test_alert::router(

@@ -39,11 +39,11 @@ fn main() -> ExitCode {
     if let Err(e) = config.validate(Path::new(&origin)) {
         return fail_with(EXIT_CONFIG, &e.to_string());
     }
-    if cli.web_config_file.is_some() {
-        return fail_with(
-            EXIT_CONFIG,
-            "--web.config.file (TLS and basic auth) is not supported yet; refusing to serve without the protection it asks for",
-        );
+    // A bad web config stops the start (and fails check-config) before anything runs.
+    if let Some(path) = &config.web.server.web_config_file
+        && let Err(e) = nodewatch_http::web_config::load(path)
+    {
+        return fail_with(EXIT_CONFIG, &format!("invalid web config: {e}"));
     }
     init_logging(&config.log.level, cli.log_format);
     for warning in &warnings {

@@ -190,12 +190,14 @@ pub async fn run<E: Exporter>(
     state: Arc<Mutex<E>>,
     listener: TcpListener,
     title: &str,
+    server: nodewatch_http::ServerSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), nodewatch_http::Error> {
     let options = ServeOptions {
         telemetry_path: "/metrics".into(),
         max_requests: 40,
         title: title.into(),
+        server,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let telemetry = Arc::new(Mutex::new(Telemetry::new(&lock(&state).rpc_urls())));
@@ -233,9 +235,20 @@ pub async fn run<E: Exporter>(
 }
 
 /// What both exporter binaries do after reading their settings: a small runtime, bind
-/// `listen_address` (logged), serve until SIGTERM/SIGINT, then stop.
-pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> anyhow::Result<()> {
+/// `listen_address` (logged), serve until SIGTERM/SIGINT, then stop. `web` holds the
+/// `--web.*` flags (`--web.config.file`, connection limits); a bad web config stops
+/// the start with status 78.
+pub fn serve_main<E: Exporter>(
+    listen_address: &str,
+    web: &nodewatch_http::WebFlags,
+    state: E,
+    title: &str,
+) -> anyhow::Result<()> {
     use anyhow::Context;
+    let server = web.settings();
+    if let Some(path) = &server.web_config_file {
+        nodewatch_http::web_config::load(path).map_err(nodewatch_http::Error::from)?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .max_blocking_threads(2)
@@ -250,7 +263,14 @@ pub fn serve_main<E: Exporter>(listen_address: &str, state: E, title: &str) -> a
         let _watchdog = nodewatch_http::systemd::start_watchdog();
         nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));
         let shutdown = nodewatch_http::systemd::stopping_after(shutdown_signal());
-        run(Arc::new(Mutex::new(state)), listener, title, shutdown).await?;
+        run(
+            Arc::new(Mutex::new(state)),
+            listener,
+            title,
+            server,
+            shutdown,
+        )
+        .await?;
         anyhow::Ok(())
     })?;
     runtime.shutdown_timeout(Duration::from_millis(100));

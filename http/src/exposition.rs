@@ -358,7 +358,7 @@ mod tests {
         for (value, expected) in cases {
             let mut out = Vec::new();
             write_label_float(value, &mut out);
-            assert_eq!(String::from_utf8(out).unwrap(), expected, "{value}");
+            assert_eq!(String::from_utf8(out).expect("utf8"), expected, "{value}");
         }
     }
 

@@ -1,5 +1,6 @@
 //! The HTTP server: `/metrics`, `/api/health`, `/api/health/detailed`, a landing page,
-//! a cap on concurrent requests and graceful shutdown.
+//! a cap on concurrent requests, the connection limits, TLS and basic auth, and
+//! graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,10 +15,15 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
+use crate::auth::Auth;
+use crate::connections::{ConnState, ConnectionMetrics, Registration, Tracked, Tracker};
 use crate::exposition::{Exposition, TEXT_CONTENT_TYPE};
 use crate::health::{DetailedHealth, HealthStatus};
+use crate::limits::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, ServerSettings};
 use crate::requests::{RequestMetrics, UNMATCHED};
+use crate::web_config::WebConfigHandle;
 
 /// What a binary serves: its latest rendered metrics and its health.
 pub trait MetricsSource: Send + Sync + 'static {
@@ -36,6 +42,8 @@ pub struct ServeOptions {
     pub max_requests: usize,
     /// Title of the landing page.
     pub title: String,
+    /// Connection limits and `--web.config.file`.
+    pub server: ServerSettings,
 }
 
 /// Resolves a node_exporter style listen address (`:9100`, `127.0.0.1:0`, `[::1]:9100`,
@@ -108,6 +116,7 @@ async fn metrics<S: MetricsSource>(
     // The request metrics change with every request: rendered now, after the cached body.
     let mut tail = Vec::new();
     RequestMetrics::global().render(&mut tail);
+    ConnectionMetrics::global().render(&mut tail);
     let (body, gzip) = if accepts_gzip(&headers) {
         (exposition.gzip_with(&tail), true)
     } else {
@@ -179,14 +188,29 @@ async fn landing<S: MetricsSource>(State(state): State<Arc<AppState<S>>>) -> Htm
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
-/// requests finish. Beyond `max_requests` concurrent requests, answers 503 at once,
-/// as node_exporter does, rather than queueing.
+/// requests finish within the shutdown deadline. Beyond `max_requests` concurrent
+/// requests, answers 503 at once, as node_exporter does, rather than queueing.
+///
+/// Each connection is driven here rather than by `axum::serve`, for the limits of
+/// [`crate::limits`]: the connection cap (the longest-idle connection makes room for a
+/// new one), the header-read and idle timeouts, request-size limits, and a shutdown
+/// that idle or half-open connections cannot hold up. With `--web.config.file`, TLS,
+/// basic auth and response headers as [`crate::web_config`] describes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     options: &ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), crate::Error> {
+    let web = WebConfigHandle::open(options.server.web_config_file.as_deref())?;
+    match crate::limits::raise_nofile_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::debug!(before, after, "Raised the soft limit of open files.");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "Cannot raise the soft limit of open files."),
+    }
+    let limits = options.server.limits.clone();
     let router = if options.max_requests > 0 {
         let limit = Arc::new(Semaphore::new(options.max_requests));
         router.layer(middleware::from_fn(move |request: Request, next: Next| {
@@ -205,14 +229,160 @@ pub async fn serve(
     } else {
         router
     };
-    // Outermost, so the limit's 503s are counted too.
-    let router = router.layer(middleware::from_fn(record_request));
-    // The peer's address is available to handlers (the agent's loopback-only endpoints).
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let auth = Auth::new(web.clone());
+    let router = router
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Before the request limit: a client without the password takes no slot.
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            crate::auth::check(auth.clone(), request, next)
+        }))
+        // Outermost, so the limit's 503s and the 401s are counted too.
+        .layer(middleware::from_fn(record_request));
+    let tracker = Tracker::new(limits.clone());
+    let reaper = {
+        let tracker = tracker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(tracker.reap_interval());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                tracker.reap();
+            }
+        })
+    };
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(MAX_HEAD_BYTES).max_headers(MAX_HEADERS);
+    let http = Arc::new(http);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before it
+                // was taken: never spin, never stop serving.
+                ConnectionMetrics::global().accept_error();
+                tracing::warn!(error = %e, "Cannot accept a connection.");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        while connections.try_join_next().is_some() {}
+        if !tracker.make_room() {
+            drop(stream);
+            continue;
+        }
+        // Let evicted connections close before this one is served, so descriptors stay
+        // at the cap even under a flood (their tasks run on this runtime).
+        for _ in 0..16 {
+            if tracker.len() < limits.max_connections {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let _ = stream.set_nodelay(true);
+        let registration = tracker.register();
+        let config = web.current();
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            registration,
+            config.tls.clone(),
+            router.clone(),
+            http.clone(),
+        ));
+    }
+    drop(listener);
+    tracker.close_all();
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            open = connections.len(),
+            "Connections still open at the shutdown deadline are closed."
+        );
+    }
+    connections.shutdown().await;
+    reaper.abort();
     Ok(())
+}
+
+/// Serves one connection until the client closes it, a limit closes it, or shutdown.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    registration: Registration,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: Router,
+    http: Arc<hyper::server::conn::http1::Builder>,
+) {
+    let state = registration.state.clone();
+    let io = Tracked::new(stream, state.clone());
+    match tls {
+        None => drive(io, peer, &state, router, &http).await,
+        Some(config) => {
+            let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+            // The header timeout covers the handshake: the reaper closes it.
+            let stream = tokio::select! {
+                stream = handshake => stream,
+                _ = state.close.notified() => return,
+            };
+            match stream {
+                Ok(stream) => drive(stream, peer, &state, router, &http).await,
+                Err(e) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed."),
+            }
+        }
+    }
+    drop(registration);
+}
+
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    state: &Arc<ConnState>,
+    router: Router,
+    http: &hyper::server::conn::http1::Builder,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn_state = state.clone();
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let in_flight = conn_state.begin();
+            let mut request = request.map(Body::new);
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let answer = router.clone().oneshot(request);
+            async move {
+                let response = answer.await;
+                drop(in_flight);
+                response
+            }
+        });
+    let connection = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(peer = %peer, error = %e, "Connection ended with an error.");
+            }
+            return;
+        }
+        _ = state.close.notified() => {}
+    }
+    // Asked to close: an idle connection goes now; a busy one after its answer (the
+    // shutdown deadline bounds that).
+    if state.finish_first() {
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
+    }
 }
 
 /// Counts a request and its duration under its route pattern.
@@ -293,6 +463,7 @@ mod tests {
             telemetry_path: "/metrics".into(),
             max_requests: 2,
             title: "t".into(),
+            server: ServerSettings::default(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {

@@ -20,14 +20,15 @@ pub const EXIT_CONFIG: u8 = 78;
 pub const EXIT_ADDRESS_IN_USE: u8 = 98;
 
 /// The exit status for a failure to bind the listen address: [`EXIT_ADDRESS_IN_USE`]
-/// when the port is taken, [`EXIT_CONFIG`] when the address is malformed, 1 otherwise
+/// when the port is taken, [`EXIT_CONFIG`] when the address is malformed (or the web
+/// config invalid), 1 otherwise
 /// (permission denied, no such address on this host: conditions that may pass).
 pub fn bind_exit_code(error: &crate::Error) -> u8 {
     match error {
         crate::Error::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse => {
             EXIT_ADDRESS_IN_USE
         }
-        crate::Error::ListenAddress { .. } => EXIT_CONFIG,
+        crate::Error::ListenAddress { .. } | crate::Error::WebConfig(_) => EXIT_CONFIG,
         _ => 1,
     }
 }

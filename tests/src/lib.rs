@@ -15,6 +15,7 @@ pub mod process;
 pub mod server;
 pub mod sink;
 pub mod ssh;
+pub mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -32,6 +32,9 @@ struct Args {
     /// Log format: logfmt (text, the default) or json (one object per line).
     #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt")]
     log_format: nodewatch_http::logging::LogFormat,
+    /// `--web.config.file` (TLS, basic auth) and the connection limits.
+    #[command(flatten)]
+    web: nodewatch_http::WebFlags,
 }
 
 const PROGRAM: &str = "nodewatch-wallet-exporter";
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
         PROGRAM,
         server::serve_main(
             &listen_address,
+            &args.web,
             WalletState::new(config),
             "nodewatch wallet exporter",
         ),
