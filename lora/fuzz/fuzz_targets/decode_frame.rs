@@ -1,5 +1,6 @@
-//! Arbitrary bytes into the frame decoder: it must never panic, and whatever it
-//! accepts must encode back to the same bytes.
+//! Arbitrary bytes into the frame decoder (version 2: alerts, heartbeats, acks, sync
+//! requests and replies): it must never panic, and whatever it accepts must encode
+//! back to the same bytes.
 //!
 //! The fuzzer cannot forge a MAC, so each input is tried twice: as it is, and with
 //! its last 8 bytes replaced by the right MAC under the test key, which reaches the
