@@ -26,7 +26,8 @@ pub const WINDOW: u32 = 64;
 
 /// How far one frame may move a node's sequence ahead of the highest accepted. A
 /// restart skips at most [`crate::sequence::RESERVATION_BLOCK`] numbers, so this is
-/// a thousand restarts, or a day of frames at the full duty cycle, unheard.
+/// a thousand restarts, or a week of frames at EU868's 1 % and SF7, unheard; a node
+/// further ahead is answered with a sync reply and starts the next epoch.
 pub const MAX_STEP: u32 = 1 << 16;
 
 /// What to do with a verified frame's epoch and sequence.
