@@ -933,3 +933,54 @@ fn derive_key_writes_the_nodes_key_with_mode_0600() {
     let e = super::derive_key_file(&master_path, " ", &out).expect_err("no name");
     assert!(e.starts_with("--node"), "{e}");
 }
+
+/// A frame too far ahead is refused and answered with the next epoch; sync requests
+/// (or refused frames) replayed over and over get 20 answers an hour, no more.
+#[tokio::test(start_paused = true)]
+async fn sync_replies_answer_too_far_frames_and_are_rate_limited() {
+    use nodewatch_lora::frame::SyncRequest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gw = Gateway::new(&config(), keys(), dir.path()).expect("gateway");
+    let now = SystemTime::now();
+    gw.handle(
+        &received(encode(alert_frame(AlertState::Firing, 10, "A"), &key())),
+        now,
+        Instant::now(),
+    );
+    let far = nodewatch_lora::replay::MAX_STEP + 11;
+    let handled = gw.handle(
+        &received(encode(alert_frame(AlertState::Resolved, far, "A"), &key())),
+        now,
+        Instant::now(),
+    );
+    assert_eq!(handled.rejected, Some("too_far"));
+    let reply = frame::decode(handled.ack.as_deref().expect("a sync reply"), &key());
+    assert!(
+        matches!(reply, Ok(Frame::SyncReply(r)) if r.answers == (0, far) && r.next_epoch == 1),
+        "{reply:?}"
+    );
+    assert_eq!(gw.active_alerts(), 1, "a refused frame changes nothing");
+
+    // One recorded sync request, replayed: 19 more answers this hour (20 in all).
+    let request = Frame::SyncRequest(SyncRequest {
+        node: NodeId::from_name("pi-a"),
+        nonce: (1, 2),
+    })
+    .encode(&key())
+    .expect("encode");
+    let answered = (0..50)
+        .filter(|_| {
+            gw.handle(&received(request.clone()), now, Instant::now())
+                .ack
+                .is_some()
+        })
+        .count();
+    assert_eq!(answered, 19);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert!(
+        gw.handle(&received(request), now, Instant::now())
+            .ack
+            .is_some(),
+        "a new hour, a new answer"
+    );
+}
