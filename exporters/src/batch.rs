@@ -2,11 +2,11 @@
 //! reads as an `aggregate3`, sent as one HTTP request holding a JSON array, and the
 //! answers returned as `aggregate3` results so the callers decode one shape.
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use serde_json::{Value, json};
 
 use crate::multicall::IMulticall3;
-use crate::rpc::{RpcError, hex_decode, hex_encode, result_of};
+use crate::rpc::{RpcError, hex_encode, result_of};
 
 /// One read of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,31 +70,28 @@ pub fn parse(calls: &[BatchCall], answer: Value) -> Result<Vec<IMulticall3::Resu
             .and_then(|id| usize::try_from(id).ok())
             .filter(|id| *id < count)
             .ok_or_else(|| RpcError::Malformed(format!("batch item without a known id: {item}")))?;
+        // A second answer for a read would overwrite the first, so an error could be
+        // replaced by a value (found by fuzzing): the batch is malformed.
+        if results[id].is_some() {
+            return Err(RpcError::Malformed(format!(
+                "batch item {id} answered twice"
+            )));
+        }
         let quantity = calls[id].is_quantity();
         let data = match result_of(item) {
-            Ok(Value::String(text)) => {
-                let bytes = hex_decode(&text)
-                    .or_else(|| {
-                        // Quantities may have an odd number of digits: parse as a number.
-                        if !quantity {
-                            return None;
-                        }
-                        U256::from_str_radix(text.trim_start_matches("0x"), 16)
-                            .ok()
-                            .map(|v| v.to_be_bytes::<32>().to_vec())
-                    })
-                    .ok_or_else(|| RpcError::Malformed(format!("not hex: {text:?}")))?;
-                // Quantities are padded to a word. eth_call returns stay as they are
-                // ("0x" from an address without code fails to decode; it is never 0).
-                let data = if quantity && bytes.len() < 32 {
-                    let mut word = vec![0u8; 32 - bytes.len()];
-                    word.extend_from_slice(&bytes);
-                    word
-                } else {
-                    bytes
-                };
-                Some(data)
-            }
+            // Quantities are padded to a word; one that is not `0x` hex or does not fit
+            // 256 bits is refused, never cut to a word (found by fuzzing).
+            Ok(value) if quantity => Some(
+                crate::rpc::quantity(&value, "batch")?
+                    .to_be_bytes::<32>()
+                    .to_vec(),
+            ),
+            // eth_call returns stay as they are ("0x" from an address without code
+            // fails to decode; it is never 0).
+            Ok(Value::String(text)) => Some(
+                crate::rpc::hex_data(&text)
+                    .ok_or_else(|| RpcError::Malformed(format!("not hex: {text:?}")))?,
+            ),
             Ok(other) => return Err(RpcError::Malformed(format!("batch result {other}"))),
             Err(RpcError::Rpc { .. }) => None,
             Err(e) => return Err(e),
@@ -140,6 +137,7 @@ pub fn from_calls(calls: &[IMulticall3::Call3], multicall: Address) -> Vec<Batch
 mod tests {
     use super::*;
     use crate::multicall;
+    use alloy_primitives::U256;
 
     #[test]
     fn answers_in_any_order() {
@@ -186,6 +184,49 @@ mod tests {
         }];
         let results = parse(&calls, json!([{"id": 0, "result": "0x"}])).expect("batch");
         assert!(multicall::decode_u256(&results[0].returnData).is_err());
+    }
+
+    /// Found by fuzzing (exporters/fuzz, rpc_batch): quantities without `0x` were read
+    /// as hex, and one longer than a word was cut to its first 32 bytes.
+    #[test]
+    fn quantities_are_0x_hex_that_fits_a_word() {
+        let calls = [BatchCall::ChainId];
+        let one = |result: &str| parse(&calls, json!([{"id": 0, "result": result}]));
+        for bad in ["0", "10", "0x", "0x0x1", &format!("0x1{}", "0".repeat(64))] {
+            assert!(matches!(one(bad), Err(RpcError::Malformed(_))), "{bad}");
+        }
+        let padded = format!("0x{}82750", "0".repeat(70));
+        let results = one(&padded).expect("leading zeros are a number");
+        assert_eq!(
+            multicall::decode_u256(&results[0].returnData),
+            Ok(U256::from(534_352u64))
+        );
+        let calls = [BatchCall::Call {
+            target: Address::ZERO,
+            data: vec![],
+        }];
+        let call = |result: &str| parse(&calls, json!([{"id": 0, "result": result}]));
+        assert!(call("0x0x12").is_err());
+        assert!(call("12").is_err());
+        assert_eq!(call("0x12").expect("data")[0].returnData.as_ref(), [0x12]);
+    }
+
+    /// Found by fuzzing (exporters/fuzz, rpc_batch): a read answered twice, first with
+    /// an error, then with a value, came out as the value.
+    #[test]
+    fn a_read_answered_twice_is_refused() {
+        let calls = [BatchCall::Call {
+            target: Address::ZERO,
+            data: vec![],
+        }];
+        let answer = json!([
+            {"jsonrpc": "2.0", "id": 0, "error": {"code": 3, "message": "execution reverted"}},
+            {"jsonrpc": "2.0", "id": 0, "result": "0x01"},
+        ]);
+        assert!(matches!(
+            parse(&calls, answer),
+            Err(RpcError::Malformed(m)) if m.contains("answered twice")
+        ));
     }
 
     #[test]

@@ -327,10 +327,13 @@ pub struct Balances {
 /// A line for an error message: trimmed, keys redacted, at most 120 characters.
 fn quote(line: &str) -> String {
     let line = redact_keys(line.trim());
-    match line.char_indices().nth(120) {
+    let quoted = match line.char_indices().nth(120) {
         Some((i, _)) => format!("{:?}…", &line[..i]),
         None => format!("{line:?}"),
-    }
+    };
+    // Again after quoting: `{:?}` writes a NUL as `\0`, whose 0 can join the hex
+    // digits after it into a run of 64 (found by fuzzing).
+    redact_keys(&quoted)
 }
 
 fn amount(text: &str) -> Option<f64> {
@@ -560,6 +563,17 @@ mod tests {
         let e = parse_balance(&key).expect_err("key").to_string();
         assert!(!e.contains(&"ab".repeat(32)), "{e}");
         assert!(e.contains("<redacted>"), "{e}");
+    }
+
+    /// Found by fuzzing (exporters/fuzz, intmax_cli): 63 hex digits after a NUL were
+    /// quoted as `\0` followed by them, a run of 64 that looks like a key.
+    #[test]
+    fn a_quoted_nul_does_not_complete_a_key() {
+        let output = format!("ETH: 1.x\0{}\n", "3".repeat(63));
+        let e = parse_balance(&output)
+            .expect_err("not a decimal")
+            .to_string();
+        assert!(!looks_like_key(&e), "{e}");
     }
 
     fn eth(text: &str) -> Result<EthSource, ConfigError> {

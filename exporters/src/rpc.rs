@@ -192,7 +192,7 @@ impl RpcClient {
         let text = result
             .as_str()
             .ok_or_else(|| RpcError::Malformed(format!("eth_call result {result}")))?;
-        hex_decode(text).ok_or_else(|| RpcError::Malformed("eth_call result is not hex".into()))
+        hex_data(text).ok_or_else(|| RpcError::Malformed("eth_call result is not hex".into()))
     }
 }
 
@@ -243,11 +243,24 @@ fn short(value: &Value) -> String {
 }
 
 /// A JSON-RPC quantity (a `"0x…"` hex string) as a number; `what` names it in the error.
+/// Without `0x`, without digits, or beyond 256 bits it is refused (a bare `10` read as
+/// hex would be a wrong value).
 pub fn quantity(value: &Value, what: &str) -> Result<U256, RpcError> {
     value
         .as_str()
-        .and_then(|t| U256::from_str_radix(t.trim_start_matches("0x"), 16).ok())
+        .and_then(|t| t.strip_prefix("0x"))
+        .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|digits| U256::from_str_radix(digits, 16).ok())
         .ok_or_else(|| RpcError::Malformed(format!("{what} result {value}")))
+}
+
+/// JSON-RPC data (`"0x…"`, an even number of hex digits) as bytes; `None` otherwise.
+pub fn hex_data(text: &str) -> Option<Vec<u8>> {
+    if text.starts_with("0x") {
+        hex_decode(text)
+    } else {
+        None
+    }
 }
 
 /// `0x`-prefixed lowercase hex.
@@ -309,6 +322,22 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    /// Found by fuzzing (exporters/fuzz, rpc_batch): `"10"` and `"0x0x1"` were read
+    /// as hex quantities.
+    #[test]
+    fn quantities_need_0x_and_digits() {
+        assert_eq!(quantity(&json!("0x82750"), "q"), Ok(U256::from(534_352u64)));
+        assert_eq!(quantity(&json!("0x00ff"), "q"), Ok(U256::from(255u64)));
+        for bad in ["10", "0x", "0x0x1", "0x+1", "0x 1"] {
+            assert!(
+                matches!(quantity(&json!(bad), "q"), Err(RpcError::Malformed(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(hex_data("0x0102"), Some(vec![1, 2]));
+        assert_eq!(hex_data("0102"), None);
     }
 
     #[test]
