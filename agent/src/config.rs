@@ -73,6 +73,8 @@ pub struct Config {
     pub alerts: crate::alerts::AlertsConfig,
     /// `[lora]`: the LoRa alert link (node or gateway).
     pub lora: crate::outputs::lora::LoraConfig,
+    /// `[remote_write]`: push metrics to a Prometheus-compatible receiver. Default off.
+    pub remote_write: Option<crate::remote_write::RemoteWriteConfig>,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             button: crate::outputs::button::ButtonConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
             lora: crate::outputs::lora::LoraConfig::default(),
+            remote_write: None,
         }
     }
 }
@@ -518,6 +521,9 @@ impl Config {
                 .map(|rules| rules.into_iter().map(|r| r.name).collect())
                 .unwrap_or_default();
             self.lora.validate(&names).map_err(invalid)?;
+        }
+        if let Some(remote_write) = &self.remote_write {
+            remote_write.validate().map_err(invalid)?;
         }
         let button = crate::outputs::button::ButtonConfig::effective(self);
         button.validate().map_err(invalid)?;

@@ -205,6 +205,7 @@ pub async fn run(
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
     let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
     let lora = crate::outputs::lora::spawn(&config, snapshot.clone(), stop_rx.clone());
+    let remote_write = crate::remote_write::spawn(&config, snapshot.clone(), stop_rx.clone());
     let acks = crate::alerts::buzzer::Acknowledgements::open(&config.state_dir);
     let button = crate::outputs::button::spawn(&config, snapshot.outputs(), stop_rx.clone());
     let display = crate::outputs::display::spawn(
@@ -268,6 +269,10 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     if let Some(task) = lora {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
+    // The buffer is on disk: an unsent batch waits for the next start.
+    if let Some(task) = remote_write {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     // Collectors stop at their next await; a collector stuck in a system call is left

@@ -12,6 +12,7 @@
 //! - [`alerts`]: local alert rules, evaluated on the snapshot; `rules export`.
 //! - [`outputs`]: what the agent drives: the OLED display (simulated without one).
 //! - [`http_client`]: the one HTTP client (plain HTTP GETs to local endpoints).
+//! - [`remote_write`]: pushing metrics to a receiver, with a buffer on disk.
 //! - [`daemon`]: wiring, the HTTP server and shutdown.
 //!
 //! Library errors are `thiserror` enums ([`collectors::CollectError`],
@@ -26,6 +27,7 @@ pub mod http_client;
 pub mod metrics;
 pub mod outputs;
 pub mod paths;
+pub mod remote_write;
 pub mod scheduler;
 pub mod snapshot;
 

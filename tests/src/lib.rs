@@ -328,8 +328,20 @@ impl Prometheus {
     /// Starts Prometheus on `config` with its TSDB in `tsdb`, plus `flags`, and waits
     /// until it is ready.
     pub fn start_with_config(config: &Path, tsdb: &Path, flags: &[&str]) -> Result<Prometheus> {
-        let binary = program("prometheus", "prometheus")?;
         let address = format!("127.0.0.1:{}", free_port());
+        Prometheus::start_at(config, tsdb, flags, &address)
+    }
+
+    /// Like [`Prometheus::start_with_config`], listening on `address` (a restart on the
+    /// port it had before).
+    pub fn start_at(
+        config: &Path,
+        tsdb: &Path,
+        flags: &[&str],
+        address: &str,
+    ) -> Result<Prometheus> {
+        let binary = program("prometheus", "prometheus")?;
+        let address = address.to_string();
         let mut args = vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", tsdb.display()),
