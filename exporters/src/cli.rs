@@ -342,7 +342,11 @@ fn amount(text: &str) -> Option<f64> {
         && text.chars().all(|c| c.is_ascii_digit() || c == '.')
         && text.chars().filter(|c| *c == '.').count() <= 1
         && text.chars().any(|c| c.is_ascii_digit());
-    valid.then(|| text.parse().ok()).flatten()
+    // Over about 309 digits a decimal parses as infinity: not an amount.
+    valid
+        .then(|| text.parse().ok())
+        .flatten()
+        .filter(|v: &f64| v.is_finite())
 }
 
 /// Parses the CLI's `balance` output: every non-empty line must be `SYMBOL: AMOUNT`
@@ -563,6 +567,14 @@ mod tests {
         let e = parse_balance(&key).expect_err("key").to_string();
         assert!(!e.contains(&"ab".repeat(32)), "{e}");
         assert!(e.contains("<redacted>"), "{e}");
+    }
+
+    /// Found with the intmax_cli fuzz target's check: 400 digits parsed as +Inf ETH.
+    #[test]
+    fn an_amount_too_large_for_f64_is_refused() {
+        let output = format!("ETH: {}\n", "9".repeat(400));
+        let e = parse_balance(&output).expect_err("infinite").to_string();
+        assert!(e.contains("not a plain decimal"), "{e}");
     }
 
     /// Found by fuzzing (exporters/fuzz, intmax_cli): 63 hex digits after a NUL were
