@@ -473,3 +473,96 @@ fn a_refused_batch_is_dropped_and_counted() {
     assert!(agent_value(&agent, "nodewatch_remote_write_pending_samples") < 2000.0);
     assert!(agent.child.log().contains("404"), "{}", agent.child.log());
 }
+
+/// Prometheus with TLS and basic auth (its `--web.config.file`); the agent trusts the
+/// test CA through `ca_file` and reads its password from a 0600 file.
+#[test]
+fn https_with_basic_auth_and_a_ca_file() {
+    use nodewatch_tests::tls::{Pki, bcrypt_hash, ca_args, curl};
+    use std::os::unix::fs::PermissionsExt;
+    let pki = Pki::new().unwrap();
+    let web = pki
+        .write_web_config(
+            "web.yml",
+            &format!(
+                "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+                 basic_auth_users:\n  pusher: {}\n",
+                bcrypt_hash("s3cret").unwrap()
+            ),
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("prometheus.yml"), "global: {}\n").unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let args = [
+        format!(
+            "--config.file={}",
+            work.path().join("prometheus.yml").display()
+        ),
+        format!("--storage.tsdb.path={}", work.path().join("tsdb").display()),
+        format!("--web.listen-address={address}"),
+        format!("--web.config.file={}", web.display()),
+        "--web.enable-remote-write-receiver".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let prometheus = nodewatch_tests::Child::spawn(
+        "prometheus",
+        &nodewatch_tests::program("prometheus", "prometheus").unwrap(),
+        &args,
+        &[],
+    )
+    .unwrap();
+    let mut curl_args = ca_args(&pki);
+    curl_args.extend(["-u".to_string(), "pusher:s3cret".to_string()]);
+    let curl_args: Vec<&str> = curl_args.iter().map(String::as_str).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            curl(&format!("https://{address}/-/ready"), &curl_args).is_ok_and(|r| r.status == 200)
+        }),
+        "Prometheus with TLS did not become ready; log:\n{}",
+        prometheus.log()
+    );
+
+    let agent_with_password = |node: &str, password: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{password}\n")).unwrap();
+        std::fs::set_permissions(&password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let extra = format!(
+            "ca_file = \"{}\"\nbasic_auth = {{ username = \"pusher\", password_file = \"{}\" }}\n",
+            pki.path("ca.crt").display(),
+            password_file.display()
+        );
+        let config = agent_config(
+            dir.path(),
+            node,
+            &format!("https://{address}/api/v1/write"),
+            &extra,
+        );
+        (start_agent(&config), dir)
+    };
+    let (good, _good_dir) = agent_with_password("pi-tls", "s3cret");
+    let (bad, _bad_dir) = agent_with_password("pi-wrong", "wrong");
+    let query = format!(
+        "https://{address}/api/v1/query?query=nodewatch_build_info%7Bnode%3D%22pi-tls%22%7D"
+    );
+    let mut body = String::new();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            body = curl(&query, &curl_args).map(|r| r.body).unwrap_or_default();
+            body.contains("\"instance\":\"pi-tls\"")
+        }),
+        "nothing arrived over TLS with basic auth: {body}; agent log:\n{}",
+        good.child.log()
+    );
+    // A wrong password is a 401: refused for good, dropped and counted.
+    let rejected = "nodewatch_remote_write_dropped_samples_total{reason=\"rejected\"}";
+    assert!(
+        wait_until(Duration::from_secs(30), || agent_value(&bad, rejected)
+            > 0.0),
+        "a 401 was not counted; log:\n{}",
+        bad.child.log()
+    );
+    assert!(bad.child.log().contains("401"), "{}", bad.child.log());
+    assert_eq!(agent_value(&good, rejected), 0.0);
+}
