@@ -200,10 +200,17 @@ impl Expr {
     /// Parses an expression whose result must be an instant vector (an alert condition).
     pub fn parse(text: &str) -> Result<Expr, ExprError> {
         let tokens = lex(text)?;
+        if let Some(extra) = tokens.get(MAX_TOKENS) {
+            return Err(ExprError {
+                column: column(text, extra.start),
+                message: format!("the expression is longer than {MAX_TOKENS} tokens"),
+            });
+        }
         let mut parser = Parser {
             text,
             tokens,
             pos: 0,
+            depth: 0,
         };
         let root = parser.expr()?;
         if let Some(token) = parser.tokens.get(parser.pos) {
@@ -510,10 +517,19 @@ fn lex(text: &str) -> Result<Vec<Token>, ExprError> {
 
 // ---- parser ----
 
+/// Most tokens in an expression, and deepest nesting of parentheses and signs: far
+/// beyond any alert rule, and low enough that parsing, evaluating and dropping the tree
+/// (all recursive) stay well inside a thread's stack. Without them, 50,000 nested
+/// parentheses overflowed the stack of `check-config` (found by fuzzing).
+const MAX_TOKENS: usize = 1024;
+const MAX_DEPTH: usize = 64;
+
 struct Parser<'a> {
     text: &'a str,
     tokens: Vec<Token>,
     pos: usize,
+    /// Parentheses and signs open at the current token.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -644,7 +660,15 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Node, ExprError> {
-        match self.peek() {
+        // Every parenthesis and sign opened passes here once.
+        if self.depth == MAX_DEPTH {
+            return Err(self.error_at(
+                self.here(),
+                &format!("the expression is nested more than {MAX_DEPTH} levels deep"),
+            ));
+        }
+        self.depth += 1;
+        let node = match self.peek() {
             Some(Tok::Op("-")) => {
                 self.pos += 1;
                 Ok(Node::Negate(Box::new(self.unary()?)))
@@ -654,7 +678,9 @@ impl Parser<'_> {
                 self.unary()
             }
             _ => self.primary(),
-        }
+        };
+        self.depth -= 1;
+        node
     }
 
     fn primary(&mut self) -> Result<Node, ExprError> {
@@ -780,6 +806,40 @@ mod tests {
         sink.gauge("node_memory_MemTotal_bytes", "t", &[], 1000.0);
         sink.gauge("node_memory_MemAvailable_bytes", "a", &[], 50.0);
         sink.into_families()
+    }
+
+    /// Found by fuzzing (agent/fuzz, alert_expression and agent_config): deep nesting
+    /// overflowed the stack (SIGSEGV) instead of being an error.
+    #[test]
+    fn deep_and_long_expressions_are_errors() {
+        let nested = format!("{}up{}", "(".repeat(50_000), ")".repeat(50_000));
+        let e = Expr::parse(&nested).expect_err("nested");
+        assert!(e.message.contains("longer than 1024 tokens"), "{e}");
+        let nested = format!("{}up{}", "(".repeat(65), ")".repeat(65));
+        let e = Expr::parse(&nested).expect_err("nested");
+        assert!(e.message.contains("nested more than 64 levels"), "{e}");
+        assert_eq!(e.column, 65);
+        let signs = format!("{}up", "-".repeat(500));
+        assert!(
+            Expr::parse(&signs)
+                .expect_err("signs")
+                .message
+                .contains("nested")
+        );
+        let chain = vec!["up"; 600].join(" + ");
+        assert!(
+            Expr::parse(&chain)
+                .expect_err("chain")
+                .message
+                .contains("longer")
+        );
+        let ok = format!(
+            "{}up{} + {}",
+            "(".repeat(63),
+            ")".repeat(63),
+            vec!["up"; 400].join(" * ")
+        );
+        assert!(Expr::parse(&ok).is_ok());
     }
 
     fn eval(text: &str) -> Vec<Sample> {
