@@ -167,7 +167,7 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<WebSettings, We
         .lines()
         .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && l.trim() != "---");
     let raw: RawFile = if has_content {
-        serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, file))?
+        serde_norway::from_str(text).map_err(|e| yaml_error(&e, file))?
     } else {
         RawFile::default()
     };
@@ -221,26 +221,26 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path) -> Result<WebSettings, We
     Ok(settings)
 }
 
-/// serde-saphyr's message on one line, without its source snippet, and the key it is
-/// about when the message names one (an unknown field).
-fn yaml_error(e: &serde_saphyr::Error, file: &Path) -> WebConfigError {
+/// serde_norway's message and the key it is about: the dotted path it starts with
+/// (`tls_server_config.cert_file: invalid type ...`), and the field an "unknown field"
+/// message names.
+fn yaml_error(e: &serde_norway::Error, file: &Path) -> WebConfigError {
     let text = e.to_string();
-    let first = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("invalid YAML");
-    let message = first.strip_prefix("error: ").unwrap_or(first);
-    // "(at <input>:1:1)" repeats the line and column the message starts with.
-    let message = match message.rfind(" (at <input>") {
-        Some(cut) if message.starts_with("line ") => &message[..cut],
-        _ => message,
+    let (path, message) = match text.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && !path.contains(' ') => (Some(path), rest),
+        _ => (None, text.as_str()),
     };
-    let key = message
+    let unknown = message
         .split_once("unknown field `")
         .and_then(|(_, rest)| rest.split_once('`'))
-        .map_or("(file)", |(field, _)| field);
-    error(file, key, message)
+        .map(|(field, _)| field);
+    let key = match (path, unknown) {
+        (Some(path), Some(field)) => format!("{path}.{field}"),
+        (Some(path), None) => path.to_string(),
+        (None, Some(field)) => field.to_string(),
+        (None, None) => "(file)".to_string(),
+    };
+    error(file, &key, message)
 }
 
 fn parse_version(
@@ -736,12 +736,15 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_yaml_are_errors_with_a_location() {
         let e = parse_str("tls_server_config:\n  cert_fle: x\n").expect_err("typo");
-        assert_eq!(e.key, "cert_fle", "{e}");
-        assert!(e.message.starts_with("line 2 column 3: "), "{e}");
+        assert_eq!(e.key, "tls_server_config.cert_fle", "{e}");
+        assert!(e.message.contains("line 2 column 3"), "{e}");
         let e = parse_str("basic_auth_users: [\n").expect_err("syntax");
-        assert_eq!(e.key, "(file)");
-        let e = parse_str("basic_auth_users: 5\n").expect_err("type");
-        assert!(!e.message.is_empty());
+        assert_eq!(e.key, "basic_auth_users", "{e}");
+        let e = parse_str("{ unclosed\n").expect_err("syntax");
+        assert!(e.message.contains("line"), "{e}");
+        let e = parse_str("tls_server_config:\n  cert_file: [1]\n").expect_err("type");
+        assert_eq!(e.key, "tls_server_config.cert_file", "{e}");
+        assert!(e.message.contains("line 2 column"), "{e}");
     }
 
     #[test]

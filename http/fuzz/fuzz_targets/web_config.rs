@@ -1,7 +1,8 @@
 //! Arbitrary bytes as a `--web.config.file`, through `web_config::parse` (YAML, keys,
 //! TLS settings, bcrypt hashes, headers), which reads no file.
 //!
-//! - Nothing panics, however deep or large the document (serde-saphyr's budgets).
+//! - Nothing panics, however deep or large the document (serde_norway's alias and
+//!   recursion limits).
 //! - An error names the file, and a key.
 //! - A file that parses holds what parsing promises: certificate paths resolved
 //!   against the file's directory, client certificates verified only against a CA
@@ -30,9 +31,13 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(settings) => {
             if let Some(tls) = &settings.tls {
-                for path in [Some(&tls.cert_file), Some(&tls.key_file), tls.client_ca_file.as_ref()]
-                    .into_iter()
-                    .flatten()
+                for path in [
+                    Some(&tls.cert_file),
+                    Some(&tls.key_file),
+                    tls.client_ca_file.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     assert!(path.starts_with(BASE) || path.is_absolute(), "{path:?}");
                 }
