@@ -53,6 +53,11 @@ fn main() -> ExitCode {
     if let Some(listen) = args.listen_address {
         config.listen_address = listen;
     }
+    if let Some(path) = &args.web.web_config_file
+        && let Err(e) = nodewatch_http::web_config::load(path)
+    {
+        return server::config_error(PROGRAM, &format!("invalid web config: {e}"));
+    }
     if args.check_config {
         println!(
             "ok: {} wallets, {} tokens, chain {}, every {:?}, endpoints {:?}",
