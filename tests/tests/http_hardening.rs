@@ -389,6 +389,34 @@ fn slow_headers_and_idle_connections_are_closed_at_their_timeouts() {
     );
 }
 
+/// A request head over 16 KiB is refused (431), and the server goes on answering.
+#[test]
+fn oversized_request_heads_are_refused() {
+    let (agent, address) = start_agent_at_systemd_limits(&[]);
+    let mut stream = TcpStream::connect(&address).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let padding = "a".repeat(32 * 1024);
+    // The server may close before reading it all: a failed write is fine.
+    let _ = stream.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: agent\r\nX-Padding: {padding}\r\n\r\n").as_bytes(),
+    );
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let status = String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        status.starts_with("HTTP/1.1 431"),
+        "expected 431 for a 32 KiB head, got {status:?}"
+    );
+    let (status, _, _) = scrape(&address).expect("scrape");
+    assert!(status.ends_with("200 OK"), "{status}\n{}", agent.log());
+}
+
 trait ChildLog {
     fn child_log(&self) -> String;
 }
