@@ -229,6 +229,8 @@ struct Counters {
     sample_sets: u64,
     sent_samples: u64,
     rejected_samples: u64,
+    /// Samples of buffered records that could not be decoded for sending.
+    undecodable_samples: u64,
     errors: BTreeMap<&'static str, u64>,
     last_success_unix: Option<f64>,
     failing: Option<String>,
@@ -270,6 +272,7 @@ impl Shared {
         let dropped = stats.dropped_buffer_full
             + stats.dropped_disk_error
             + stats.dropped_corrupt
+            + counters.undecodable_samples
             + counters.rejected_samples;
         for (result, value) in [("sent", counters.sent_samples), ("dropped", dropped)] {
             sink.counter(
@@ -283,7 +286,10 @@ impl Shared {
             ("buffer_full", stats.dropped_buffer_full),
             ("rejected", counters.rejected_samples),
             ("disk_error", stats.dropped_disk_error),
-            ("corrupt", stats.dropped_corrupt),
+            (
+                "corrupt",
+                stats.dropped_corrupt + counters.undecodable_samples,
+            ),
         ] {
             sink.counter(
                 "nodewatch_remote_write_dropped_samples_total",
@@ -295,7 +301,9 @@ impl Shared {
         for reason in ERROR_REASONS {
             let value = match *reason {
                 "wal_write" => stats.write_errors,
-                "wal_read" => stats.read_errors,
+                "wal_read" => {
+                    stats.read_errors + counters.errors.get("wal_read").copied().unwrap_or(0)
+                }
                 "wal_housekeeping" => stats.housekeeping_errors,
                 other => counters.errors.get(other).copied().unwrap_or(0),
             };
@@ -583,13 +591,22 @@ async fn send(
                     {
                         let mut counters = lock(&shared.counters);
                         if let Outcome::Reject { reason, message } = &outcome {
-                            counters.rejected_samples += acked;
                             *counters.errors.entry(reason).or_default() += 1;
-                            tracing::warn!(
-                                error = message.as_str(),
-                                samples,
-                                "remote_write: the receiver refused a batch; dropped."
-                            );
+                            if *reason == "wal_read" {
+                                counters.undecodable_samples += acked;
+                                tracing::warn!(
+                                    error = message.as_str(),
+                                    samples,
+                                    "remote_write: a buffered batch cannot be decoded; dropped."
+                                );
+                            } else {
+                                counters.rejected_samples += acked;
+                                tracing::warn!(
+                                    error = message.as_str(),
+                                    samples,
+                                    "remote_write: the receiver refused a batch; dropped."
+                                );
+                            }
                         } else {
                             counters.sent_samples += acked;
                             counters.last_success_unix = Some(crate::metrics::unix_now());
