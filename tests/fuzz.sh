@@ -71,6 +71,10 @@ for fuzz_dir in */fuzz; do
   # cargo fuzz looks for fuzz/ under the crate it runs in.
   crate_dir=$(dirname "$fuzz_dir")
   listed=$(cd "$crate_dir" && cargo fuzz list)
+  # The main workspace's `cargo fmt --all` does not see the fuzz crates.
+  if ! cargo fmt --check --manifest-path "$fuzz_dir/Cargo.toml" >&2; then
+    failed+=("$fuzz_dir (cargo fmt)")
+  fi
   build_started=$SECONDS
   echo "--- building $fuzz_dir" >&2
   if ! (cd "$crate_dir" && cargo fuzz build -s none --target-dir "$target_dir"); then
@@ -106,6 +110,10 @@ for fuzz_dir in */fuzz; do
   done
 done
 
+if [ $# -gt 0 ] && [ ${#summary[@]} -eq 0 ] && [ ${#failed[@]} -eq 0 ]; then
+  echo "no fuzz target named $* (*/fuzz/fuzz_targets/*.rs)" >&2
+  exit 2
+fi
 echo "--- fuzzing summary (total $((SECONDS - started))s)"
 printf '%s\n' "${summary[@]}"
 if [ ${#failed[@]} -gt 0 ]; then

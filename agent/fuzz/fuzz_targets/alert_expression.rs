@@ -4,7 +4,8 @@
 //! - Parsing never panics (nor overflows the stack); an error points at a column of
 //!   the text and says something.
 //! - An accepted expression evaluates without panicking, and the same expression in
-//!   parentheses is accepted too and gives the same samples.
+//!   parentheses is accepted too (unless they pass the nesting or length limit) and
+//!   gives the same samples.
 
 #![no_main]
 
@@ -103,8 +104,14 @@ fuzz_target!(|data: &[u8]| {
     let result = expr.eval(&snapshot);
 
     let wrapped = format!("({text})");
-    let again = Expr::parse(&wrapped)
-        .unwrap_or_else(|e| panic!("{text:?} parses, {wrapped:?} does not: {e}"));
+    let again = match Expr::parse(&wrapped) {
+        Ok(again) => again,
+        // The parentheses may be the one level or the token too many.
+        Err(e) if e.message.contains("nested more than") || e.message.contains("longer than") => {
+            return;
+        }
+        Err(e) => panic!("{text:?} parses, {wrapped:?} does not: {e}"),
+    };
     let wrapped_result = again.eval(&snapshot);
     match (result, wrapped_result) {
         (Ok(a), Ok(b)) => assert_eq!(normalized(a), normalized(b), "{wrapped:?} differs"),
