@@ -230,10 +230,17 @@ fn yaml_error(e: &serde_norway::Error, file: &Path) -> WebConfigError {
         Some((path, rest)) if !path.is_empty() && !path.contains(' ') => (Some(path), rest),
         _ => (None, text.as_str()),
     };
+    // A YAML key may be empty (`?` alone, `"": x`): name it so, never as "".
     let unknown = message
         .split_once("unknown field `")
         .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(field, _)| field);
+        .map(|(field, _)| {
+            if field.is_empty() {
+                "(empty key)"
+            } else {
+                field
+            }
+        });
     let key = match (path, unknown) {
         (Some(path), Some(field)) => format!("{path}.{field}"),
         (Some(path), None) => path.to_string(),
@@ -745,6 +752,17 @@ mod tests {
         let e = parse_str("tls_server_config:\n  cert_file: [1]\n").expect_err("type");
         assert_eq!(e.key, "tls_server_config.cert_file", "{e}");
         assert!(e.message.contains("line 2 column"), "{e}");
+    }
+
+    /// Found by the web_config fuzz target: `?` is an empty YAML key, and the error
+    /// named the key as "".
+    #[test]
+    fn an_empty_key_is_named() {
+        for text in ["?", "\"\": 1\n", "tls_server_config:\n  \"\": x\n"] {
+            let e = parse_str(text).expect_err(text);
+            assert!(!e.key.is_empty() && !e.key.ends_with('.'), "{text:?}: {e}");
+            assert!(e.key.ends_with("(empty key)"), "{text:?}: {e}");
+        }
     }
 
     #[test]
