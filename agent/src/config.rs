@@ -326,7 +326,7 @@ impl Default for DiskstatsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DockerConfig {
     /// The engine's Unix socket (no TCP, no TLS). Default `/var/run/docker.sock`.
-    /// Access to it is root-equivalent: see the README's "Builder monitoring".
+    /// Access to it is root-equivalent: see docs/builder.md, "Permissions".
     pub socket: PathBuf,
     /// Report only containers whose name (without `/`) matches this regular
     /// expression (unanchored). Default empty: every container.

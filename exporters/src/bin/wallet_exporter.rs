@@ -1,6 +1,6 @@
 //! `nodewatch-wallet-exporter`: ETH, sITX and ERC-20 balances of wallets on Scroll, for
 //! Prometheus, on :9101. Settings: `--config FILE` (TOML) and the wiki exporter's
-//! environment variables (see the README, "Scroll wallet exporter").
+//! environment variables (see docs/wallet-exporter.md).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
