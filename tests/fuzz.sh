@@ -26,8 +26,15 @@ case "$seconds" in
 esac
 
 # One target directory for every fuzz crate: they are built with the same flags, so
-# what they share (the workspace's crates, tokio, serde, ...) is built once.
-target_dir=${NODEWATCH_FUZZ_TARGET_DIR:-$root/target/fuzz}
+# what they share (the workspace's crates, tokio, serde, ...) is built once. It lives
+# in the machine's cache when that is writable, so a fresh clone does not rebuild
+# every dependency with coverage instrumentation (~15 min on 2 cores); cargo's own
+# fingerprints decide what is stale.
+default_target_dir=$root/target/fuzz
+if mkdir -p /var/cache/nodewatch/fuzz-target 2>/dev/null && [ -w /var/cache/nodewatch/fuzz-target ]; then
+  default_target_dir=/var/cache/nodewatch/fuzz-target
+fi
+target_dir=${NODEWATCH_FUZZ_TARGET_DIR:-$default_target_dir}
 logs=$target_dir/logs
 mkdir -p "$logs"
 
