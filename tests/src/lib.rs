@@ -450,3 +450,44 @@ pub fn promtool_test_rules(test_file: &Path) -> Result<(bool, String)> {
         .ok_or_else(|| anyhow::anyhow!("bad test file name {}", test_file.display()))?;
     promtool(dir, &["test", "rules", name])
 }
+
+/// Builds the agent as it ships (profile `dist`, `--target <host>`, glibc linked
+/// dynamically, the binary the amd64 package is made from) and returns its path; with
+/// `static_glibc`, links glibc statically into a target directory of its own, so it
+/// never replaces the shipped binary. The benchmarks measure these builds.
+pub fn build_dist_agent(static_glibc: bool) -> Result<PathBuf> {
+    let output = std::process::Command::new("rustc").arg("-vV").output()?;
+    let host = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host")?;
+    let linking = if static_glibc { "static" } else { "dynamic" };
+    eprintln!("building the agent (profile dist, {linking} glibc, {host})…");
+    let rustflags_var = format!(
+        "CARGO_TARGET_{}_RUSTFLAGS",
+        host.to_uppercase().replace('-', "_")
+    );
+    let workspace_target: PathBuf = std::env::var("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|_| workspace_root().join("target"));
+    let target = if static_glibc {
+        workspace_target.join("bench-static")
+    } else {
+        workspace_target
+    };
+    let mut build =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if static_glibc {
+        build.env(&rustflags_var, "-C target-feature=+crt-static");
+    } else {
+        build.env_remove(&rustflags_var);
+    }
+    let status = build
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(workspace_root())
+        .args(["build", "--profile", "dist", "--target", &host, "--quiet"])
+        .args(["-p", "nodewatch-agent", "--bin", "nodewatch-agent"])
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build failed");
+    Ok(target.join(&host).join("dist/nodewatch-agent"))
+}

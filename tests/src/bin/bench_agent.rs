@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nodewatch_tests::{Agent, NodeExporter, http, parse_samples, workspace_root};
+use nodewatch_tests::{Agent, NodeExporter, http, parse_samples};
 
 struct Figures {
     body_bytes: usize,
@@ -54,15 +54,6 @@ fn curl_times(url: &str, count: usize) -> Result<Vec<f64>> {
         .collect()
 }
 
-/// The host's target triple, from `rustc -vV`.
-fn host_triple() -> Result<String> {
-    let output = std::process::Command::new("rustc").arg("-vV").output()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        .context("rustc -vV printed no host")
-}
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -85,49 +76,9 @@ fn main() -> Result<()> {
     // The shipped configuration: profile `dist`, `--target <host>`, glibc linked
     // dynamically, as image/debs.sh builds the amd64 package (the same binary, one build).
     // NODEWATCH_BENCH_STATIC=1 links glibc statically instead, to compare (docs/packages.md).
-    let host = host_triple()?;
     let static_glibc = std::env::var_os("NODEWATCH_BENCH_STATIC").is_some_and(|v| v == "1");
+    let binary = nodewatch_tests::build_dist_agent(static_glibc)?;
     let linking = if static_glibc { "static" } else { "dynamic" };
-    eprintln!("building the agent (profile dist, {linking} glibc, {host})…");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let rustflags_var = format!(
-        "CARGO_TARGET_{}_RUSTFLAGS",
-        host.to_uppercase().replace('-', "_")
-    );
-    let workspace_target: std::path::PathBuf = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    // The static variant builds in a target directory of its own, so it never replaces
-    // the binary the amd64 package is made from.
-    let target = if static_glibc {
-        workspace_target.join("bench-static")
-    } else {
-        workspace_target
-    };
-    let mut build = std::process::Command::new(cargo);
-    if static_glibc {
-        build.env(&rustflags_var, "-C target-feature=+crt-static");
-    } else {
-        build.env_remove(&rustflags_var);
-    }
-    let status = build
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--profile",
-            "dist",
-            "--target",
-            &host,
-            "--quiet",
-            "-p",
-            "nodewatch-agent",
-            "--bin",
-            "nodewatch-agent",
-        ])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed");
-    let binary = target.join(&host).join("dist/nodewatch-agent");
     let binary_size = std::fs::metadata(&binary)?.len();
 
     let node_exporter = NodeExporter::start(&["--no-collector.systemd"])?;
@@ -246,7 +197,7 @@ fn main() -> Result<()> {
         "",
     );
     println!(
-        "agent binary ({host}, profile dist, {linking} glibc, stripped): {:.2} MB",
+        "agent binary (host, profile dist, {linking} glibc, stripped): {:.2} MB",
         binary_size as f64 / (1024.0 * 1024.0)
     );
     println!(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nodewatch_tests::tls::Pki;
-use nodewatch_tests::{Agent, NodeExporter, workspace_root};
+use nodewatch_tests::{Agent, NodeExporter};
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -119,45 +119,12 @@ fn load(url: &str, ca_pem: Option<&[u8]>, scrapers: usize, duration: Duration) -
     Ok(all)
 }
 
-fn host_triple() -> Result<String> {
-    let output = std::process::Command::new("rustc").arg("-vV").output()?;
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        .context("rustc -vV printed no host")
-}
-
 /// The shipped agent build (as bench-agent builds it), or `NODEWATCH_AGENT_BIN`.
 fn agent_binary() -> Result<std::path::PathBuf> {
-    if let Ok(path) = std::env::var("NODEWATCH_AGENT_BIN") {
-        return Ok(path.into());
+    match std::env::var("NODEWATCH_AGENT_BIN") {
+        Ok(path) => Ok(path.into()),
+        Err(_) => nodewatch_tests::build_dist_agent(false),
     }
-    let host = host_triple()?;
-    eprintln!("building the agent (profile dist, {host})…");
-    let target: std::path::PathBuf = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .env_remove(format!(
-            "CARGO_TARGET_{}_RUSTFLAGS",
-            host.to_uppercase().replace('-', "_")
-        ))
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--profile",
-            "dist",
-            "--target",
-            &host,
-            "--quiet",
-            "-p",
-            "nodewatch-agent",
-            "--bin",
-            "nodewatch-agent",
-        ])
-        .status()?;
-    anyhow::ensure!(status.success(), "cargo build failed");
-    Ok(target.join(&host).join("dist/nodewatch-agent"))
 }
 
 fn run_agent(
