@@ -99,6 +99,34 @@ fn tls_with_basic_auth_answers_401_without_the_right_password() {
         "{}",
         ok.body
     );
+
+    // `test-alert` holds no password and speaks plain HTTP: it says so and gives the
+    // curl command, and that command works.
+    let output = std::process::Command::new(agent_binary())
+        .arg(format!("--web.listen-address={}", agent.address))
+        .args(["test-alert", "--duration-secs", "2"])
+        .output()
+        .expect("run test-alert");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "test-alert passed TLS and auth");
+    assert!(
+        stderr.contains("curl -u USER -X POST 'https://127.0.0.1:"),
+        "{stderr}"
+    );
+    let port = agent.address.rsplit_once(':').expect("port").1;
+    let test_alert = curl(
+        &format!("https://127.0.0.1:{port}/api/test-alert?severity=critical&duration_secs=2"),
+        &strs(&with(
+            &ca,
+            &["-u", "prometheus:scrape-secret", "-X", "POST"],
+        )),
+    )
+    .expect("curl");
+    assert_eq!(test_alert.status, 200, "{test_alert:?}");
+    assert!(
+        test_alert.body.contains("NodewatchTestAlert"),
+        "{test_alert:?}"
+    );
 }
 
 #[test]

@@ -157,19 +157,31 @@ pub async fn request(
         .rsplit_once(':')
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .ok_or_else(|| format!("web.listen_address {listen_address:?} has no port"))?;
-    let url = crate::http_client::parse_http_url(&format!(
-        "http://127.0.0.1:{port}/api/test-alert?severity={}&duration_secs={duration_secs}",
+    let path = format!(
+        "/api/test-alert?severity={}&duration_secs={duration_secs}",
         severity.as_str()
-    ))?;
+    );
+    let url = crate::http_client::parse_http_url(&format!("http://127.0.0.1:{port}{path}"))?;
+    // The command speaks plain HTTP and holds no password: behind --web.config.file,
+    // curl does the same request.
+    let with_curl = format!(
+        "with --web.config.file, use curl -u USER -X POST 'https://127.0.0.1:{port}{path}' \
+         (--cacert CA_FILE for TLS; http:// when only basic auth is on)"
+    );
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
         crate::http_client::post_json(&url, bytes::Bytes::new(), 64 * 1024),
     )
     .await
-    .map_err(|_| format!("the agent on port {port} did not answer within 10 s"))?
-    .map_err(|e| format!("cannot reach the agent on port {port} (is it running?): {e}"))?;
+    .map_err(|_| format!("the agent on port {port} did not answer within 10 s; {with_curl}"))?
+    .map_err(|e| {
+        format!("cannot reach the agent on port {port} (is it running?): {e}; {with_curl}")
+    })?;
     let (status, body) = answer;
     let text = String::from_utf8_lossy(&body).trim().to_string();
+    if status == 401 {
+        return Err(format!("the agent asks for a password; {with_curl}"));
+    }
     if status != 200 {
         return Err(format!("the agent refused: HTTP {status}: {text}"));
     }
