@@ -111,14 +111,16 @@ impl WebFlags {
 /// soft 1024 to spare old `select()` users; this process uses epoll). The connection
 /// cap, not this, bounds the descriptors clients can take; the headroom is for the
 /// collectors. Returns `(before, after)` soft limits.
+// rlim_t is 32 bits on armv7, 64 elsewhere.
+#[allow(clippy::useless_conversion)]
 pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
     if soft >= hard {
-        return Ok((soft, soft));
+        return Ok((soft.into(), soft.into()));
     }
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
-    Ok((soft, hard))
+    Ok((soft.into(), hard.into()))
 }
 
 #[cfg(test)]
