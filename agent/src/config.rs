@@ -66,13 +66,13 @@ pub struct Config {
     /// The INTMAX builder (the `intmax_builder` collector).
     pub builder: BuilderConfig,
     /// The OLED display (SSD1306 on I2C, simulated without one) and `/display.png`.
-    pub display: crate::outputs::display::DisplayConfig,
+    pub display: crate::outputs::oled::DisplayConfig,
     /// The push button on GPIO (acknowledge, mute, wake the display, next page).
     pub button: crate::outputs::button::ButtonConfig,
     /// Local alert rules (built-in defaults plus `[[alerts.rules]]`).
     pub alerts: crate::alerts::AlertsConfig,
     /// `[lora]`: the LoRa alert link (node or gateway).
-    pub lora: crate::outputs::lora::LoraConfig,
+    pub lora: crate::outputs::lora_link::LoraConfig,
     /// `[remote_write]`: push metrics to a Prometheus-compatible receiver. Default off.
     pub remote_write: Option<crate::remote_write::RemoteWriteConfig>,
 }
@@ -88,10 +88,10 @@ impl Default for Config {
             collectors: CollectorsConfig::default(),
             docker: DockerConfig::default(),
             builder: BuilderConfig::default(),
-            display: crate::outputs::display::DisplayConfig::default(),
+            display: crate::outputs::oled::DisplayConfig::default(),
             button: crate::outputs::button::ButtonConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
-            lora: crate::outputs::lora::LoraConfig::default(),
+            lora: crate::outputs::lora_link::LoraConfig::default(),
             remote_write: None,
         }
     }

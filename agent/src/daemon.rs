@@ -204,11 +204,11 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
     let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
-    let lora = crate::outputs::lora::spawn(&config, snapshot.clone(), stop_rx.clone());
+    let lora = crate::outputs::lora_link::spawn(&config, snapshot.clone(), stop_rx.clone());
     let remote_write = crate::remote_write::spawn(&config, snapshot.clone(), stop_rx.clone());
-    let acks = crate::alerts::buzzer::Acknowledgements::open(&config.state_dir);
+    let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);
     let button = crate::outputs::button::spawn(&config, snapshot.outputs(), stop_rx.clone());
-    let display = crate::outputs::display::spawn(
+    let display = crate::outputs::oled::spawn(
         &config,
         snapshot.clone(),
         acks.clone(),
@@ -239,7 +239,7 @@ pub async fn run(
     );
     let mut display_task = None;
     if let Some((frame, task)) = display {
-        router = router.merge(crate::outputs::display::router(frame));
+        router = router.merge(crate::outputs::oled::router(frame));
         display_task = Some(task);
     }
     let (first_round_tx, first_round) = watch::channel(false);

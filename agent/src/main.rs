@@ -11,7 +11,7 @@ use nodewatch_agent::alerts::{Severity, test_alert};
 use nodewatch_agent::cli::{Cli, Command, LoraCommand, RulesCommand};
 use nodewatch_agent::config::Config;
 use nodewatch_agent::daemon;
-use nodewatch_agent::outputs::display;
+use nodewatch_agent::outputs::oled;
 use nodewatch_http::systemd::EXIT_CONFIG;
 
 fn main() -> ExitCode {
@@ -65,13 +65,13 @@ fn main() -> ExitCode {
             let Some(size) = nodewatch_display::PanelSize::parse(&size) else {
                 return fail(&format!("--size must be 128x64 or 128x32, found {size:?}"));
             };
-            match display::render_to_file(&page, size, state.as_deref(), &out, scale) {
+            match oled::render_to_file(&page, size, state.as_deref(), &out, scale) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }
         }
         Some(Command::BenchDisplay { iterations }) => {
-            print!("{}", display::bench::report(iterations));
+            print!("{}", oled::bench::report(iterations));
             ExitCode::SUCCESS
         }
         Some(Command::Rules(RulesCommand::Export { out })) => {
@@ -92,7 +92,7 @@ fn main() -> ExitCode {
             }
         }
         Some(Command::Lora(LoraCommand::DeriveKey { master, node, out })) => {
-            match nodewatch_agent::outputs::lora::derive_key_file(&master, &node, &out) {
+            match nodewatch_agent::outputs::lora_link::derive_key_file(&master, &node, &out) {
                 Ok(said) => {
                     print!("{said}");
                     ExitCode::SUCCESS

@@ -20,9 +20,9 @@
 //! series per rule: 1 while any instance fires, else 0) and listed under `alerts` in
 //! `/api/health/detailed`.
 
-pub mod buzzer;
 pub mod export;
 pub mod expr;
+pub mod sound;
 pub mod template;
 pub mod test_alert;
 

@@ -36,7 +36,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::alerts::buzzer::{
+use crate::alerts::sound::{
     Acknowledgements, Buzzer, BuzzerPolicy, QuietHours, Sound, Step, pattern,
 };
 use crate::alerts::{FiringAlert, Severity};

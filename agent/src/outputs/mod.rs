@@ -7,9 +7,9 @@
 
 pub mod button;
 pub mod buzzer;
-pub mod display;
 pub mod gpio;
-pub mod lora;
+pub mod lora_link;
+pub mod oled;
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use super::*;
-use crate::alerts::buzzer::AckStore;
+use crate::alerts::sound::AckStore;
 use crate::config::Config;
 
 /// Records each level change, in ms since the harness started (paused clock).

@@ -38,7 +38,7 @@ use tokio::task::JoinHandle;
 pub use config::{DisplayConfig, DisplayDriver};
 use panel::{PanelSink, ShowOutcome};
 
-use crate::alerts::buzzer::Acknowledgements;
+use crate::alerts::sound::Acknowledgements;
 use crate::metrics::MetricSink;
 use crate::outputs::button::{self, ButtonEvent};
 use crate::snapshot::Snapshot;

@@ -27,7 +27,7 @@ pub struct ViewBuilder {
     cpu_percent: Option<f32>,
     ip: Option<(Instant, Option<String>)>,
     wallet: Option<Arc<Mutex<WalletState>>>,
-    acks: Option<Arc<crate::alerts::buzzer::Acknowledgements>>,
+    acks: Option<Arc<crate::alerts::sound::Acknowledgements>>,
 }
 
 fn label<'a>(metric: &'a Metric, name: &str) -> Option<&'a str> {
@@ -151,7 +151,7 @@ impl ViewBuilder {
     }
 
     /// Marks alerts acknowledged from the shared store.
-    pub fn with_acks(mut self, acks: Arc<crate::alerts::buzzer::Acknowledgements>) -> Self {
+    pub fn with_acks(mut self, acks: Arc<crate::alerts::sound::Acknowledgements>) -> Self {
         self.acks = Some(acks);
         self
     }
