@@ -7,14 +7,14 @@
 //! - [`wallet`]: the state, one-request refresh with endpoint failover, families, health.
 //! - [`batch`]: the JSON-RPC batch both exporters fall back to without Multicall3.
 //! - [`reward`]: the reward exporter: on-chain sITX (claimable per period), ETH from
-//!   the INTMAX CLI ([`cli`], locally or over SSH), optional auto-claim ([`claim`]).
+//!   the INTMAX CLI ([`intmax_cli`], locally or over SSH), optional auto-claim ([`claim`]).
 //! - [`server`]: the HTTP side through `nodewatch-http` and the refresh loop.
 //! - [`telemetry`]: refresh durations and per-endpoint probes (height, lag, errors).
 
 pub mod batch;
 pub mod claim;
-pub mod cli;
 pub mod config;
+pub mod intmax_cli;
 pub mod multicall;
 pub mod reward;
 pub mod rpc;

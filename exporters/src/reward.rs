@@ -1,5 +1,5 @@
 //! The reward exporter: per builder, the claimable sITX read on chain, the ETH fee
-//! rewards read by the INTMAX CLI (locally or over SSH, see [`crate::cli`]), and the
+//! rewards read by the INTMAX CLI (locally or over SSH, see [`crate::intmax_cli`]), and the
 //! optional auto-claim ([`crate::claim`]).
 //!
 //! - **sITX**: `getClaimableReward(period, builder)` summed over the finished periods of
@@ -31,8 +31,8 @@ use serde::Deserialize;
 
 use crate::batch;
 use crate::claim::{self, ClaimConfig, ClaimFile};
-use crate::cli::{self, CLI_ERROR_KINDS, EthFile, EthSource};
 use crate::config::{ConfigError, DEFAULT_RPC_URL, MULTICALL3_ADDRESS, SCROLL_CHAIN_ID};
+use crate::intmax_cli::{self, CLI_ERROR_KINDS, EthFile, EthSource};
 use crate::multicall::{self, IMulticall3};
 use crate::rpc::{ERROR_KINDS, RpcClient, RpcError, redact};
 use crate::wallet::{Families, RefreshOutcome};
@@ -769,8 +769,8 @@ impl RewardState {
             )
         };
         let started = Instant::now();
-        let result = cli::run(&argv, timeout, &|pgid| lock(state).eth[node].running = pgid)
-            .and_then(|output| cli::parse_balance(&output));
+        let result = intmax_cli::run(&argv, timeout, &|pgid| lock(state).eth[node].running = pgid)
+            .and_then(|output| intmax_cli::parse_balance(&output));
         let mut s = lock(state);
         let eth = &mut s.eth[node];
         eth.in_flight = false;
@@ -839,7 +839,7 @@ impl RewardState {
     pub fn kill_runs(&self) {
         for eth in &self.eth {
             if let Some(pgid) = eth.running {
-                cli::kill_group(pgid);
+                intmax_cli::kill_group(pgid);
             }
         }
     }

@@ -1,5 +1,5 @@
 //! Arbitrary bytes as the INTMAX CLI's `balance` output (stdout, read as the reward
-//! exporter reads it: UTF-8 with invalid bytes replaced), through `cli::parse_balance`.
+//! exporter reads it: UTF-8 with invalid bytes replaced), through `intmax_cli::parse_balance`.
 //!
 //! - Nothing panics.
 //! - An accepted output gives exactly the amounts of its `ETH:` and `sITX:` lines, read
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nodewatch_exporters::cli::{looks_like_key, parse_balance};
+use nodewatch_exporters::intmax_cli::{looks_like_key, parse_balance};
 
 /// A plain decimal: digits with at most one dot, at least one digit.
 fn plain_decimal(text: &str) -> Option<f64> {
