@@ -115,17 +115,9 @@ pub struct Wallet {
     pub reward_sitx: Option<f64>,
 }
 
-/// How bad an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    /// For information.
-    Info,
-    /// Needs attention soon.
-    Warning,
-    /// Needs attention now: takes over the panel.
-    Critical,
-}
+/// How bad an alert is (`info`, `warning`, `critical` in the JSON state); a critical
+/// alert not yet acknowledged takes over the panel.
+pub use nodewatch_severity::Severity;
 
 /// A firing alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

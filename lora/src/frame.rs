@@ -130,56 +130,26 @@ impl<'de> Deserialize<'de> for NodeId {
     }
 }
 
-/// An alert's severity (the low nibble of byte 1). Ordered: `Info < Warning < Critical`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Informational.
-    Info = 0,
-    /// Needs attention soon.
-    Warning = 1,
-    /// Needs attention now.
-    Critical = 2,
-}
+/// An alert's severity: the low nibble of byte 1 ([`severity_nibble`]).
+pub use nodewatch_severity::Severity;
 
-impl Severity {
-    /// The label value: `info`, `warning`, `critical`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-
-    fn from_nibble(n: u8) -> Option<Self> {
-        match n {
-            0 => Some(Severity::Info),
-            1 => Some(Severity::Warning),
-            2 => Some(Severity::Critical),
-            _ => None,
-        }
+/// The wire value of a severity (the low nibble of byte 1 of an alert frame). Fixed
+/// by the frame format: it is not the order or layout of [`Severity`] itself.
+fn severity_nibble(severity: Severity) -> u8 {
+    match severity {
+        Severity::Info => 0,
+        Severity::Warning => 1,
+        Severity::Critical => 2,
     }
 }
 
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Severity {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "info" => Ok(Severity::Info),
-            "warning" => Ok(Severity::Warning),
-            "critical" => Ok(Severity::Critical),
-            _ => Err(format!(
-                "severity {s:?} is not one of info, warning, critical"
-            )),
-        }
+/// The severity a low nibble stands for; `None` for a value no severity has.
+fn severity_from_nibble(nibble: u8) -> Option<Severity> {
+    match nibble {
+        0 => Some(Severity::Info),
+        1 => Some(Severity::Warning),
+        2 => Some(Severity::Critical),
+        _ => None,
     }
 }
 
@@ -366,7 +336,13 @@ impl Frame {
         match self {
             Frame::Alert(a) => {
                 let stamp = (a.epoch, a.sequence);
-                header(&mut out, a.state as u8, a.severity as u8, a.node, stamp);
+                header(
+                    &mut out,
+                    a.state as u8,
+                    severity_nibble(a.severity),
+                    a.node,
+                    stamp,
+                );
                 out.extend_from_slice(&a.value.to_bits().to_be_bytes());
                 if a.state == AlertState::Heartbeat {
                     if !a.alertname.is_empty() {
@@ -406,7 +382,7 @@ pub fn firing_digest<'a>(alerts: impl IntoIterator<Item = (&'a str, Severity)>) 
     let mut hash = Sha256::new();
     for (name, severity) in sorted {
         hash.update(name.as_bytes());
-        hash.update([0, severity as u8]);
+        hash.update([0, severity_nibble(severity)]);
     }
     let d = hash.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
@@ -594,7 +570,7 @@ pub fn decode(bytes: &[u8], key: &Key) -> Result<Frame, DecodeError> {
             "kind {kind} is none of firing (0), resolved (1), heartbeat (2), ack (3), sync request (4), sync reply (5)"
         ))
     })?;
-    let severity = Severity::from_nibble(low).ok_or_else(|| {
+    let severity = severity_from_nibble(low).ok_or_else(|| {
         DecodeError::Malformed(format!(
             "severity {low} is none of info (0), warning (1), critical (2)"
         ))
@@ -1203,5 +1179,20 @@ mod tests {
         assert_eq!("Critical".parse::<Severity>(), Ok(Severity::Critical));
         assert!("page".parse::<Severity>().is_err());
         assert_eq!(Severity::Warning.to_string(), "warning");
+    }
+
+    #[test]
+    fn severity_nibbles_are_the_wire_format() {
+        let nibbles = [
+            (Severity::Info, 0),
+            (Severity::Warning, 1),
+            (Severity::Critical, 2),
+        ];
+        for (severity, nibble) in nibbles {
+            assert_eq!(severity_nibble(severity), nibble);
+            assert_eq!(severity_from_nibble(nibble), Some(severity));
+        }
+        assert_eq!(severity_from_nibble(3), None);
+        assert_eq!(severity_from_nibble(15), None);
     }
 }
