@@ -9,6 +9,8 @@
 //! - `auth`: basic auth (bcrypt) and the configured response headers.
 //! - [`exposition`]: Prometheus text rendering with the `prometheus` crate, cached per
 //!   snapshot together with its gzip form, so a scrape only copies bytes.
+//! - [`metric_sink`]: the [`MetricSink`] the agent's collectors and the exporters write
+//!   their samples into.
 //! - [`health`]: the JSON bodies of `/api/health` and `/api/health/detailed`.
 //! - [`logging`]: `--log.format` (logfmt or JSON lines) for every binary.
 //! - [`requests`]: request counts and durations by route (`nodewatch_http_*`).
@@ -24,6 +26,7 @@ pub mod exposition;
 pub mod health;
 pub mod limits;
 pub mod logging;
+pub mod metric_sink;
 pub mod requests;
 pub mod server;
 pub mod systemd;
@@ -35,6 +38,7 @@ pub use web_config::WebConfigError;
 
 pub use exposition::{Exposition, encode_families, metric_with_labels};
 pub use health::{ComponentHealth, ConfigImportHealth, DetailedHealth, HealthStatus, OutputHealth};
+pub use metric_sink::MetricSink;
 pub use requests::RequestMetrics;
 pub use server::{MetricsSource, ServeOptions, bind, router, serve, shutdown_signal};
 
