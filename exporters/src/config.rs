@@ -112,13 +112,13 @@ pub struct Wallet {
     pub name: Option<String>,
 }
 
-/// The settings in effect.
+/// The JSON-RPC settings both exporters share, read from the same TOML keys in both
+/// files: `rpc_urls`, `chain_id`, `interval_seconds`, `request_timeout_seconds`,
+/// `retry_seconds`, `probe_interval_seconds` and `multicall_address`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
-    /// Listen address.
-    pub listen_address: String,
+pub struct RpcSettings {
     /// JSON-RPC URLs, tried in order.
-    pub rpc_urls: Vec<String>,
+    pub urls: Vec<String>,
     /// Expected chain id.
     pub chain_id: u64,
     /// Time between refreshes.
@@ -132,12 +132,121 @@ pub struct Config {
     /// Multicall3's address; `None` (`multicall_address = ""`) reads with a JSON-RPC
     /// batch instead.
     pub multicall: Option<Address>,
+}
+
+/// The keys of [`RpcSettings`] as written (or set by the environment), before the
+/// defaults and checks.
+#[derive(Debug, Default)]
+pub struct RpcKeys {
+    /// `rpc_urls`.
+    pub rpc_urls: Option<Vec<String>>,
+    /// `chain_id`.
+    pub chain_id: Option<u64>,
+    /// `interval_seconds`.
+    pub interval_seconds: Option<u64>,
+    /// `request_timeout_seconds`.
+    pub request_timeout_seconds: Option<u64>,
+    /// `retry_seconds`.
+    pub retry_seconds: Option<u64>,
+    /// `probe_interval_seconds`.
+    pub probe_interval_seconds: Option<u64>,
+    /// `multicall_address`.
+    pub multicall_address: Option<String>,
+}
+
+/// Which endpoints an exporter accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointRule {
+    /// Any `http://` or `https://` URL: the wallet exporter only reads public balances.
+    Http,
+    /// `https://`, or `http://` to a loopback host only ([`check_rpc_url`]): the reward
+    /// exporter signs claims.
+    HttpsOrLoopback,
+}
+
+impl RpcSettings {
+    /// Applies the defaults to `keys` and checks them. `interval_setting` names the
+    /// refresh interval in errors (the wallet exporter's may come from
+    /// `UPDATE_INTERVAL`).
+    pub fn resolve(
+        keys: RpcKeys,
+        rule: EndpointRule,
+        interval_setting: &str,
+    ) -> Result<RpcSettings, ConfigError> {
+        let urls = keys
+            .rpc_urls
+            .unwrap_or_else(|| vec![DEFAULT_RPC_URL.into()]);
+        check_endpoints(&urls, rule)?;
+        let seconds = |name: &str, value: Option<u64>, default: u64| match value.unwrap_or(default)
+        {
+            0 => Err(invalid(name, "must be at least 1 second")),
+            v => Ok(Duration::from_secs(v)),
+        };
+        let multicall = match keys.multicall_address.as_deref().map(str::trim) {
+            Some("") => None,
+            other => Some(parse_address(
+                "multicall_address",
+                other.unwrap_or(MULTICALL3_ADDRESS),
+            )?),
+        };
+        Ok(RpcSettings {
+            urls,
+            chain_id: keys.chain_id.unwrap_or(SCROLL_CHAIN_ID),
+            interval: seconds(interval_setting, keys.interval_seconds, 300)?,
+            request_timeout: seconds("request_timeout_seconds", keys.request_timeout_seconds, 10)?,
+            retry: seconds("retry_seconds", keys.retry_seconds, 5)?,
+            probe_interval: seconds("probe_interval_seconds", keys.probe_interval_seconds, 60)?,
+            multicall,
+        })
+    }
+}
+
+/// At least one endpoint, each allowed by `rule`.
+fn check_endpoints(urls: &[String], rule: EndpointRule) -> Result<(), ConfigError> {
+    if urls.is_empty() {
+        return Err(invalid(
+            "rpc_urls",
+            match rule {
+                EndpointRule::Http => "at least one URL is needed",
+                EndpointRule::HttpsOrLoopback => "one or more https:// URLs",
+            },
+        ));
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let setting = format!("rpc_urls[{i}]");
+        match rule {
+            EndpointRule::Http => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        setting,
+                        format!("{} is not an http(s) URL", crate::rpc::redact(url)),
+                    ));
+                }
+            }
+            EndpointRule::HttpsOrLoopback => check_rpc_url(&setting, url)?,
+        }
+    }
+    Ok(())
+}
+
+/// The settings in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Listen address.
+    pub listen_address: String,
+    /// Endpoints, chain, refresh timing, Multicall3.
+    pub rpc: RpcSettings,
     /// The sITX token, if any.
     pub sitx: Option<Address>,
     /// Every token read: sITX first (if set), then the others, without duplicates.
     pub tokens: Vec<Address>,
     /// The wallets.
     pub wallets: Vec<Wallet>,
+}
+
+/// An environment variable, trimmed; `None` when unset or empty.
+fn var<'a>(env: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
 impl Config {
@@ -158,10 +267,11 @@ impl Config {
     }
 
     /// Merges a parsed file with the environment and validates the result.
-    pub fn resolve(file: FileConfig, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
-        let var = |name: &str| env.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-
-        let listen_address = match var("PORT") {
+    pub fn resolve(
+        mut file: FileConfig,
+        env: &HashMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let listen_address = match var(env, "PORT") {
             Some(port) => {
                 let port: u16 = port
                     .parse()
@@ -170,125 +280,119 @@ impl Config {
             }
             None => file
                 .listen_address
+                .take()
                 .unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.into()),
         };
-
-        let rpc_urls: Vec<String> = match var("SCROLL_RPC_URL") {
-            Some(urls) => split_list(urls),
-            None => file
-                .rpc_urls
-                .unwrap_or_else(|| vec![DEFAULT_RPC_URL.into()]),
-        };
-        if rpc_urls.is_empty() {
-            return Err(invalid("rpc_urls", "at least one URL is needed"));
-        }
-        for (i, url) in rpc_urls.iter().enumerate() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(invalid(
-                    format!("rpc_urls[{i}]"),
-                    format!("{} is not an http(s) URL", crate::rpc::redact(url)),
-                ));
-            }
-        }
-
-        let interval_seconds = match var("UPDATE_INTERVAL") {
-            Some(v) => v.parse().map_err(|_| {
-                invalid(
-                    "UPDATE_INTERVAL",
-                    format!("{v:?} is not a number of seconds"),
-                )
-            })?,
-            None => file.interval_seconds.unwrap_or(300),
-        };
-        let request_timeout_seconds = file.request_timeout_seconds.unwrap_or(10);
-        let retry_seconds = file.retry_seconds.unwrap_or(5);
-        let probe_interval_seconds = file.probe_interval_seconds.unwrap_or(60);
-        for (name, value) in [
-            ("interval_seconds / UPDATE_INTERVAL", interval_seconds),
-            ("request_timeout_seconds", request_timeout_seconds),
-            ("retry_seconds", retry_seconds),
-            ("probe_interval_seconds", probe_interval_seconds),
-        ] {
-            if value == 0 {
-                return Err(invalid(name, "must be at least 1 second"));
-            }
-        }
-
-        let multicall = match file.multicall_address.as_deref().map(str::trim) {
-            Some("") => None,
-            other => Some(parse_address(
-                "multicall_address",
-                other.unwrap_or(MULTICALL3_ADDRESS),
-            )?),
-        };
-        let sitx_text = var("SITX_CONTRACT")
-            .map(str::to_string)
-            .or(file.sitx_contract)
-            .unwrap_or_else(|| SITX_ADDRESS.into());
-        let sitx = if sitx_text.trim().is_empty() {
-            None
-        } else {
-            Some(parse_address("sitx_contract / SITX_CONTRACT", &sitx_text)?)
-        };
-        let mut tokens: Vec<Address> = sitx.into_iter().collect();
-        for (i, token) in file.tokens.unwrap_or_default().iter().enumerate() {
-            let token = parse_address(&format!("tokens[{i}]"), token)?;
-            if !tokens.contains(&token) {
-                tokens.push(token);
-            }
-        }
-
-        let wallets = match var("WALLET_ADDRESSES") {
-            Some(list) => parse_wallet_list(list)?,
-            None => file
-                .wallets
-                .unwrap_or_default()
-                .into_iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    Ok(Wallet {
-                        address: parse_address(&format!("wallets[{i}].address"), &w.address)?,
-                        name: w.name.filter(|n| !n.is_empty()),
-                    })
-                })
-                .collect::<Result<Vec<_>, ConfigError>>()?,
-        };
-        if wallets.is_empty() {
-            return Err(invalid(
-                "wallets / WALLET_ADDRESSES",
-                "no wallet to watch: list at least one address",
-            ));
-        }
-        for (i, w) in wallets.iter().enumerate() {
-            if wallets[..i].iter().any(|o| o.address == w.address) {
-                return Err(invalid(
-                    "wallets / WALLET_ADDRESSES",
-                    format!("{} is listed twice", w.address),
-                ));
-            }
-        }
-
+        let rpc = RpcSettings::resolve(
+            rpc_keys(&mut file, env)?,
+            EndpointRule::Http,
+            "interval_seconds / UPDATE_INTERVAL",
+        )?;
+        let (sitx, tokens) = tokens(
+            var(env, "SITX_CONTRACT")
+                .map(str::to_string)
+                .or(file.sitx_contract),
+            file.tokens.unwrap_or_default(),
+        )?;
+        let wallets = wallets(var(env, "WALLET_ADDRESSES"), file.wallets)?;
         Ok(Config {
             listen_address,
-            rpc_urls,
-            chain_id: var("CHAIN_ID")
-                .map(|v| {
-                    v.parse()
-                        .map_err(|_| invalid("CHAIN_ID", format!("{v:?} is not a number")))
-                })
-                .transpose()?
-                .or(file.chain_id)
-                .unwrap_or(SCROLL_CHAIN_ID),
-            interval: Duration::from_secs(interval_seconds),
-            request_timeout: Duration::from_secs(request_timeout_seconds),
-            retry: Duration::from_secs(retry_seconds),
-            probe_interval: Duration::from_secs(probe_interval_seconds),
-            multicall,
+            rpc,
             sitx,
             tokens,
             wallets,
         })
     }
+}
+
+/// The file's JSON-RPC keys, with the wiki's `SCROLL_RPC_URL`, `UPDATE_INTERVAL` and
+/// `CHAIN_ID` on top.
+fn rpc_keys(file: &mut FileConfig, env: &HashMap<String, String>) -> Result<RpcKeys, ConfigError> {
+    let interval_seconds = match var(env, "UPDATE_INTERVAL") {
+        Some(v) => Some(v.parse().map_err(|_| {
+            invalid(
+                "UPDATE_INTERVAL",
+                format!("{v:?} is not a number of seconds"),
+            )
+        })?),
+        None => file.interval_seconds,
+    };
+    let chain_id = match var(env, "CHAIN_ID") {
+        Some(v) => Some(
+            v.parse()
+                .map_err(|_| invalid("CHAIN_ID", format!("{v:?} is not a number")))?,
+        ),
+        None => file.chain_id,
+    };
+    Ok(RpcKeys {
+        rpc_urls: var(env, "SCROLL_RPC_URL")
+            .map(split_list)
+            .or(file.rpc_urls.take()),
+        chain_id,
+        interval_seconds,
+        request_timeout_seconds: file.request_timeout_seconds,
+        retry_seconds: file.retry_seconds,
+        probe_interval_seconds: file.probe_interval_seconds,
+        multicall_address: file.multicall_address.take(),
+    })
+}
+
+/// The sITX token (default Scroll mainnet's, `""` for none) and every token read: sITX
+/// first, then `others` without duplicates.
+fn tokens(
+    sitx: Option<String>,
+    others: Vec<String>,
+) -> Result<(Option<Address>, Vec<Address>), ConfigError> {
+    let sitx_text = sitx.unwrap_or_else(|| SITX_ADDRESS.into());
+    let sitx = if sitx_text.trim().is_empty() {
+        None
+    } else {
+        Some(parse_address("sitx_contract / SITX_CONTRACT", &sitx_text)?)
+    };
+    let mut tokens: Vec<Address> = sitx.into_iter().collect();
+    for (i, token) in others.iter().enumerate() {
+        let token = parse_address(&format!("tokens[{i}]"), token)?;
+        if !tokens.contains(&token) {
+            tokens.push(token);
+        }
+    }
+    Ok((sitx, tokens))
+}
+
+/// The wallets: `WALLET_ADDRESSES` if set, else the file's; at least one, each once.
+fn wallets(
+    env_list: Option<&str>,
+    file: Option<Vec<FileWallet>>,
+) -> Result<Vec<Wallet>, ConfigError> {
+    let wallets = match env_list {
+        Some(list) => parse_wallet_list(list)?,
+        None => file
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Ok(Wallet {
+                    address: parse_address(&format!("wallets[{i}].address"), &w.address)?,
+                    name: w.name.filter(|n| !n.is_empty()),
+                })
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?,
+    };
+    if wallets.is_empty() {
+        return Err(invalid(
+            "wallets / WALLET_ADDRESSES",
+            "no wallet to watch: list at least one address",
+        ));
+    }
+    for (i, w) in wallets.iter().enumerate() {
+        if wallets[..i].iter().any(|o| o.address == w.address) {
+            return Err(invalid(
+                "wallets / WALLET_ADDRESSES",
+                format!("{} is listed twice", w.address),
+            ));
+        }
+    }
+    Ok(wallets)
 }
 
 /// Checks an RPC URL of an exporter that signs transactions: `https://`, or `http://`
@@ -364,7 +468,7 @@ pub fn parse_wallet_list(list: &str) -> Result<Vec<Wallet>, ConfigError> {
         .collect()
 }
 
-fn parse_address(setting: &str, text: &str) -> Result<Address, ConfigError> {
+pub(crate) fn parse_address(setting: &str, text: &str) -> Result<Address, ConfigError> {
     let text = text.trim();
     if !(text.len() == 42 && (text.starts_with("0x") || text.starts_with("0X"))) {
         return Err(invalid(
@@ -395,12 +499,12 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), &env(&[("WALLET_ADDRESSES", A)]))
             .expect("config");
         assert_eq!(c.listen_address, ":9101");
-        assert_eq!(c.rpc_urls, vec![DEFAULT_RPC_URL.to_string()]);
-        assert_eq!(c.chain_id, 534_352);
-        assert_eq!(c.interval, Duration::from_secs(300));
-        assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.rpc.urls, vec![DEFAULT_RPC_URL.to_string()]);
+        assert_eq!(c.rpc.chain_id, 534_352);
+        assert_eq!(c.rpc.interval, Duration::from_secs(300));
+        assert_eq!(c.rpc.request_timeout, Duration::from_secs(10));
         assert_eq!(
-            c.multicall.map(|a| a.to_string()).as_deref(),
+            c.rpc.multicall.map(|a| a.to_string()).as_deref(),
             Some(MULTICALL3_ADDRESS)
         );
         assert_eq!(c.sitx.map(|a| a.to_string()).as_deref(), Some(SITX_ADDRESS));
@@ -426,8 +530,8 @@ mod tests {
         )
         .expect("config");
         assert_eq!(c.listen_address, ":19101");
-        assert_eq!(c.rpc_urls.len(), 2);
-        assert_eq!(c.interval, Duration::from_secs(3600));
+        assert_eq!(c.rpc.urls.len(), 2);
+        assert_eq!(c.rpc.interval, Duration::from_secs(3600));
         assert_eq!(c.sitx, Some(B.parse().expect("addr")));
         assert_eq!(c.wallets[0].name.as_deref(), Some("builder-1"));
         assert_eq!(c.wallets[1].name, None);
@@ -442,7 +546,7 @@ mod tests {
         )
         .expect("parse");
         let c = Config::resolve(file, &env(&[("UPDATE_INTERVAL", "7")])).expect("config");
-        assert_eq!(c.interval, Duration::from_secs(7));
+        assert_eq!(c.rpc.interval, Duration::from_secs(7));
         assert_eq!(c.wallets.len(), 1);
     }
 
@@ -508,7 +612,7 @@ mod tests {
     fn example_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/wallet-exporter.toml");
         let c = Config::load(Some(&path), &HashMap::new()).expect("example config");
-        assert_eq!(c.chain_id, SCROLL_CHAIN_ID);
+        assert_eq!(c.rpc.chain_id, SCROLL_CHAIN_ID);
         assert!(c.wallets.iter().any(|w| w.name.is_some()));
         assert!(c.tokens.len() >= 2, "sITX plus at least one more token");
     }

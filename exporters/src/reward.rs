@@ -31,11 +31,12 @@ use serde::Deserialize;
 
 use crate::batch;
 use crate::claim::{self, ClaimConfig, ClaimFile};
-use crate::config::{ConfigError, DEFAULT_RPC_URL, MULTICALL3_ADDRESS, SCROLL_CHAIN_ID};
+use crate::config::{ConfigError, EndpointRule, RpcKeys, RpcSettings};
 use crate::intmax_cli::{self, CLI_ERROR_KINDS, EthFile, EthSource};
 use crate::multicall::{self, IMulticall3};
 use crate::rpc::{ERROR_KINDS, RpcClient, RpcError, redact};
-use crate::wallet::{Families, RefreshOutcome};
+use crate::wallet::RefreshOutcome;
+use nodewatch_http::MetricSink;
 
 sol! {
     /// INTMAX's BlockBuilderReward, the view we read.
@@ -122,20 +123,8 @@ pub struct NodeConfig {
 pub struct RewardConfig {
     /// Listen address.
     pub listen_address: String,
-    /// Endpoints, in order.
-    pub rpc_urls: Vec<String>,
-    /// Expected chain id.
-    pub chain_id: u64,
-    /// Between refreshes.
-    pub interval: Duration,
-    /// Per request.
-    pub request_timeout: Duration,
-    /// First retry.
-    pub retry: Duration,
-    /// Between two block-height probes of the endpoints.
-    pub probe_interval: Duration,
-    /// Multicall3; `None` reads with a JSON-RPC batch.
-    pub multicall: Option<Address>,
+    /// Endpoints, chain, refresh timing, Multicall3.
+    pub rpc: RpcSettings,
     /// BlockBuilderReward.
     pub contract: Address,
     /// Start of period 0.
@@ -168,6 +157,62 @@ fn address(setting: &str, text: &str) -> Result<Address, ConfigError> {
         .map_err(|e| invalid(setting, format!("{text:?}: {e}")))
 }
 
+impl RewardFile {
+    /// The JSON-RPC keys, shared with the wallet exporter's file.
+    fn rpc_keys(&mut self) -> RpcKeys {
+        RpcKeys {
+            rpc_urls: self.rpc_urls.take(),
+            chain_id: self.chain_id,
+            interval_seconds: self.interval_seconds,
+            request_timeout_seconds: self.request_timeout_seconds,
+            retry_seconds: self.retry_seconds,
+            probe_interval_seconds: self.probe_interval_seconds,
+            multicall_address: self.multicall_address.take(),
+        }
+    }
+}
+
+/// Validates `[[nodes]]`: at least one, names unique, their ETH source and auto-claim.
+fn nodes(file: &[RewardNode], state_dir: &Path) -> Result<Vec<NodeConfig>, ConfigError> {
+    if file.is_empty() {
+        return Err(invalid("nodes", "list at least one builder".into()));
+    }
+    let mut nodes: Vec<NodeConfig> = Vec::with_capacity(file.len());
+    for (i, n) in file.iter().enumerate() {
+        let name = n.name.trim().to_string();
+        if name.is_empty() {
+            return Err(invalid(
+                &format!("nodes[{i}].name"),
+                "must not be empty".into(),
+            ));
+        }
+        if nodes.iter().any(|o| o.name == name) {
+            return Err(invalid(
+                &format!("nodes[{i}].name"),
+                format!("{name:?} is used twice"),
+            ));
+        }
+        let builder = address(&format!("nodes[{i}].address"), &n.address)?;
+        let eth = n
+            .eth
+            .as_ref()
+            .map(|e| EthSource::resolve(i, e))
+            .transpose()?;
+        let claim = n
+            .claim
+            .as_ref()
+            .map(|c| ClaimConfig::resolve(i, builder, c, state_dir))
+            .transpose()?;
+        nodes.push(NodeConfig {
+            name,
+            address: builder,
+            eth,
+            claim,
+        });
+    }
+    Ok(nodes)
+}
+
 impl RewardConfig {
     /// Reads and validates the TOML file (key files of auto-claim included).
     pub fn load(path: &Path) -> Result<RewardConfig, ConfigError> {
@@ -184,16 +229,12 @@ impl RewardConfig {
     }
 
     /// Validates a parsed file and applies the defaults.
-    pub fn resolve(file: RewardFile) -> Result<RewardConfig, ConfigError> {
-        let rpc_urls = file
-            .rpc_urls
-            .unwrap_or_else(|| vec![DEFAULT_RPC_URL.into()]);
-        if rpc_urls.is_empty() {
-            return Err(invalid("rpc_urls", "one or more https:// URLs".into()));
-        }
-        for (i, url) in rpc_urls.iter().enumerate() {
-            crate::config::check_rpc_url(&format!("rpc_urls[{i}]"), url)?;
-        }
+    pub fn resolve(mut file: RewardFile) -> Result<RewardConfig, ConfigError> {
+        let rpc = RpcSettings::resolve(
+            file.rpc_keys(),
+            EndpointRule::HttpsOrLoopback,
+            "interval_seconds",
+        )?;
         let state_dir =
             std::path::PathBuf::from(file.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
         if !state_dir.is_absolute() {
@@ -203,78 +244,21 @@ impl RewardConfig {
             ));
         }
         let period_seconds = file.period_seconds.unwrap_or(604_800);
-        let seconds = |name: &str, v: u64| {
-            if v == 0 {
-                Err(invalid(name, "must be at least 1".into()))
-            } else {
-                Ok(Duration::from_secs(v))
-            }
-        };
         if period_seconds == 0 {
             return Err(invalid("period_seconds", "must be at least 1".into()));
         }
-        if file.nodes.is_empty() {
-            return Err(invalid("nodes", "list at least one builder".into()));
-        }
-        let mut nodes: Vec<NodeConfig> = Vec::with_capacity(file.nodes.len());
-        for (i, n) in file.nodes.iter().enumerate() {
-            let name = n.name.trim().to_string();
-            if name.is_empty() {
-                return Err(invalid(
-                    &format!("nodes[{i}].name"),
-                    "must not be empty".into(),
-                ));
-            }
-            if nodes.iter().any(|o| o.name == name) {
-                return Err(invalid(
-                    &format!("nodes[{i}].name"),
-                    format!("{name:?} is used twice"),
-                ));
-            }
-            let builder = address(&format!("nodes[{i}].address"), &n.address)?;
-            let eth = n
-                .eth
-                .as_ref()
-                .map(|e| EthSource::resolve(i, e))
-                .transpose()?;
-            let claim = n
-                .claim
-                .as_ref()
-                .map(|c| ClaimConfig::resolve(i, builder, c, &state_dir))
-                .transpose()?;
-            nodes.push(NodeConfig {
-                name,
-                address: builder,
-                eth,
-                claim,
-            });
-        }
-        let multicall = match file.multicall_address.as_deref().map(str::trim) {
-            Some("") => None,
-            other => Some(address(
-                "multicall_address",
-                other.unwrap_or(MULTICALL3_ADDRESS),
-            )?),
-        };
+        let nodes = nodes(&file.nodes, &state_dir)?;
         let ssh_program = file.ssh_program.unwrap_or_else(|| "ssh".into());
         if ssh_program.trim().is_empty() {
             return Err(invalid("ssh_program", "must not be empty".into()));
         }
+        let eth_interval = match file.eth_interval_seconds.unwrap_or(600) {
+            0 => return Err(invalid("eth_interval_seconds", "must be at least 1".into())),
+            v => Duration::from_secs(v),
+        };
         Ok(RewardConfig {
             listen_address: file.listen_address.unwrap_or_else(|| ":9102".into()),
-            rpc_urls,
-            chain_id: file.chain_id.unwrap_or(SCROLL_CHAIN_ID),
-            interval: seconds("interval_seconds", file.interval_seconds.unwrap_or(300))?,
-            request_timeout: seconds(
-                "request_timeout_seconds",
-                file.request_timeout_seconds.unwrap_or(10),
-            )?,
-            retry: seconds("retry_seconds", file.retry_seconds.unwrap_or(5))?,
-            probe_interval: seconds(
-                "probe_interval_seconds",
-                file.probe_interval_seconds.unwrap_or(60),
-            )?,
-            multicall,
+            rpc,
             contract: address(
                 "reward_contract",
                 file.reward_contract.as_deref().unwrap_or(REWARD_CONTRACT),
@@ -282,10 +266,7 @@ impl RewardConfig {
             period_start_unix: file.period_start_unix,
             period_seconds,
             first_period: file.first_period.unwrap_or(0),
-            eth_interval: seconds(
-                "eth_interval_seconds",
-                file.eth_interval_seconds.unwrap_or(600),
-            )?,
+            eth_interval,
             ssh_program,
             nodes,
         })
@@ -372,8 +353,8 @@ impl RewardState {
     pub fn new(config: RewardConfig) -> RewardState {
         let n = config.nodes.len();
         RewardState {
-            verified: vec![false; config.rpc_urls.len()],
-            multicall: config.multicall,
+            verified: vec![false; config.rpc.urls.len()],
+            multicall: config.rpc.multicall,
             sitx: vec![None; n],
             node_ok: vec![None; n],
             eth: (0..n)
@@ -441,15 +422,15 @@ impl RewardState {
         let mut retry_after = None;
         let mut answer = None;
         let mut multicall_missing = false;
-        for (i, url) in config.rpc_urls.iter().enumerate() {
+        for (i, url) in config.rpc.urls.iter().enumerate() {
             let mut requests = 0;
             let result = (|| {
                 if !verified[i] {
                     requests += 1;
                     let actual = client.chain_id(url)?;
-                    if actual != config.chain_id {
+                    if actual != config.rpc.chain_id {
                         return Err(RpcError::WrongChain {
-                            expected: config.chain_id,
+                            expected: config.rpc.chain_id,
                             actual,
                         });
                     }
@@ -488,9 +469,9 @@ impl RewardState {
                     .then(|| multicall::decode_u256(&results[0].returnData).ok())
                     .flatten()
                     .ok_or_else(|| RpcError::Decode("the chain id read failed".into()))?;
-                if chain != U256::from(config.chain_id) {
+                if chain != U256::from(config.rpc.chain_id) {
                     return Err(RpcError::WrongChain {
-                        expected: config.chain_id,
+                        expected: config.rpc.chain_id,
                         actual: u64::try_from(chain).unwrap_or(u64::MAX),
                     });
                 }
@@ -506,7 +487,7 @@ impl RewardState {
                 Err(e) => {
                     tracing::warn!(endpoint = %redact(url), error = %e, "reward refresh failed");
                     if let RpcError::RateLimited { retry_after: wait } = &e {
-                        retry_after = Some(wait.unwrap_or(config.retry));
+                        retry_after = Some(wait.unwrap_or(config.rpc.retry));
                     }
                     let mut s = lock(state);
                     s.verified[i] = false;
@@ -613,7 +594,7 @@ impl RewardState {
             let followed = if settings.dry_run {
                 Ok(claim::Followed::NoClaim)
             } else {
-                claim::follow(client, url, config.chain_id, config.contract, settings)
+                claim::follow(client, url, config.rpc.chain_id, config.contract, settings)
             };
             {
                 let mut s = lock(state);
@@ -683,7 +664,7 @@ impl RewardState {
             let result = claim::prepare(
                 client,
                 url,
-                config.chain_id,
+                config.rpc.chain_id,
                 config.contract,
                 &settings.key,
                 &periods,
@@ -863,7 +844,7 @@ impl RewardState {
     /// The families to serve.
     pub fn families(&self) -> Vec<MetricFamily> {
         let now = unix_now();
-        let mut out = Families::default();
+        let mut out = MetricSink::new();
         let any_eth = self.config.nodes.iter().any(|n| n.eth.is_some());
         for (n, node) in self.config.nodes.iter().enumerate() {
             let name = node.name.as_str();
@@ -1067,7 +1048,7 @@ impl RewardState {
                 if c.pending { 1.0 } else { 0.0 },
             );
         }
-        out.families
+        out.into_families_as_written()
     }
 
     /// The detailed health report.

@@ -8,6 +8,7 @@ use nodewatch_http::{DetailedHealth, Exposition, MetricsSource, ServeOptions};
 use prometheus::proto::MetricFamily;
 use tokio::net::TcpListener;
 
+use crate::config::RpcSettings;
 use crate::reward::RewardState;
 use crate::rpc::RpcClient;
 use crate::telemetry::{self, Telemetry};
@@ -15,12 +16,8 @@ use crate::wallet::{RefreshOutcome, WalletState};
 
 /// What the HTTP side and the refresh loop need from an exporter's state.
 pub trait Exporter: Send + 'static {
-    /// (interval, first retry, request timeout).
-    fn timing(&self) -> (Duration, Duration, Duration);
-    /// The JSON-RPC endpoints, in order (probed for their block height).
-    fn rpc_urls(&self) -> Vec<String>;
-    /// Between two block-height probes of the endpoints.
-    fn probe_interval(&self) -> Duration;
+    /// The JSON-RPC settings: endpoints (probed for their block height), refresh timing.
+    fn rpc(&self) -> &RpcSettings;
     /// One refresh; blocking, run on the blocking pool.
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome
     where
@@ -42,15 +39,8 @@ pub trait Exporter: Send + 'static {
 }
 
 impl Exporter for WalletState {
-    fn timing(&self) -> (Duration, Duration, Duration) {
-        let c = self.config();
-        (c.interval, c.retry, c.request_timeout)
-    }
-    fn rpc_urls(&self) -> Vec<String> {
-        self.config().rpc_urls.clone()
-    }
-    fn probe_interval(&self) -> Duration {
-        self.config().probe_interval
+    fn rpc(&self) -> &RpcSettings {
+        &self.config().rpc
     }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         WalletState::refresh(state, client)
@@ -64,15 +54,8 @@ impl Exporter for WalletState {
 }
 
 impl Exporter for RewardState {
-    fn timing(&self) -> (Duration, Duration, Duration) {
-        let c = self.config();
-        (c.interval, c.retry, c.request_timeout)
-    }
-    fn rpc_urls(&self) -> Vec<String> {
-        self.config().rpc_urls.clone()
-    }
-    fn probe_interval(&self) -> Duration {
-        self.config().probe_interval
+    fn rpc(&self) -> &RpcSettings {
+        &self.config().rpc
     }
     fn refresh(state: &Mutex<Self>, client: &RpcClient) -> RefreshOutcome {
         RewardState::refresh(state, client)
@@ -129,7 +112,10 @@ pub async fn refresh_loop<E: Exporter>(
     telemetry: Arc<Mutex<Telemetry>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let (interval, retry, timeout) = lock(&state).timing();
+    let (interval, retry, timeout) = {
+        let s = lock(&state);
+        (s.rpc().interval, s.rpc().retry, s.rpc().request_timeout)
+    };
     let client = RpcClient::new(timeout);
     let mut backoff = retry;
     loop {
@@ -200,7 +186,7 @@ pub async fn run<E: Exporter>(
         server,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let telemetry = Arc::new(Mutex::new(Telemetry::new(&lock(&state).rpc_urls())));
+    let telemetry = Arc::new(Mutex::new(Telemetry::new(&lock(&state).rpc().urls)));
     let refresher = tokio::spawn(refresh_loop(
         state.clone(),
         telemetry.clone(),
@@ -208,7 +194,7 @@ pub async fn run<E: Exporter>(
     ));
     let (probe_interval, timeout) = {
         let s = lock(&state);
-        (s.probe_interval(), s.timing().2)
+        (s.rpc().probe_interval, s.rpc().request_timeout)
     };
     let prober = tokio::spawn(probe_loop(
         telemetry.clone(),

@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use prometheus::proto::{Bucket, Histogram, Metric, MetricFamily, MetricType};
 
 use crate::rpc::{ERROR_KINDS, RpcClient, RpcError, redact};
-use crate::wallet::Families;
+use nodewatch_http::MetricSink;
 
 /// Upper bounds of the refresh duration buckets, in seconds (`+Inf` implied).
 pub const REFRESH_BUCKETS: [f64; 6] = [0.25, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -122,7 +122,7 @@ impl Telemetry {
 
     /// The families to serve.
     pub fn families(&self) -> Vec<MetricFamily> {
-        let mut out = Families::default();
+        let mut out = MetricSink::new();
         let head = self.probes.iter().filter_map(|p| p.height).max();
         for (i, probe) in self.probes.iter().enumerate() {
             let index = i.to_string();
@@ -170,7 +170,7 @@ impl Telemetry {
             &[],
             self.refresh_errors as f64,
         );
-        let mut families = out.families;
+        let mut families = out.into_families_as_written();
         if self.refreshes > 0 {
             families.push(self.refresh_histogram());
         }

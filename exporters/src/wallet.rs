@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
-use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
+use nodewatch_http::MetricSink;
+use prometheus::proto::MetricFamily;
 
 use crate::batch;
 use crate::config::Config;
@@ -88,7 +89,8 @@ impl WalletState {
     /// A state with nothing read yet.
     pub fn new(config: Config) -> WalletState {
         let endpoints = config
-            .rpc_urls
+            .rpc
+            .urls
             .iter()
             .map(|url| Endpoint {
                 url: url.clone(),
@@ -105,7 +107,7 @@ impl WalletState {
             errors,
             requests: 0,
             refreshes: 0,
-            multicall: config.multicall,
+            multicall: config.rpc.multicall,
             last_success: None,
             last_attempt: None,
             last_ok: None,
@@ -165,7 +167,7 @@ impl WalletState {
                 .enumerate()
                 .map(|(i, e)| (i, e.url.clone(), e.verified, e.not_before))
                 .collect();
-            (reads, calls, urls, s.multicall, s.config.chain_id)
+            (reads, calls, urls, s.multicall, s.config.rpc.chain_id)
         };
         let aggregate = multicall.map(|_| multicall::encode_aggregate3(calls.clone()));
         // The same reads as a JSON-RPC batch (shared with the reward exporter).
@@ -236,7 +238,7 @@ impl WalletState {
                     endpoint.verified = false;
                     endpoint.up = Some(false);
                     if let RpcError::RateLimited { retry_after: wait } = &e {
-                        let wait = wait.unwrap_or(s.config.retry);
+                        let wait = wait.unwrap_or(s.config.rpc.retry);
                         s.endpoints[index].not_before = Some(Instant::now() + wait);
                         retry_after = Some(retry_after.map_or(wait, |r| r.max(wait)));
                     }
@@ -250,7 +252,7 @@ impl WalletState {
         let mut s = lock(state);
         if multicall_missing && s.multicall.is_some() {
             tracing::warn!(
-                multicall = %s.config.multicall.map(|a| a.to_string()).unwrap_or_default(),
+                multicall = %s.config.rpc.multicall.map(|a| a.to_string()).unwrap_or_default(),
                 "no Multicall3 contract at the configured address: reading with JSON-RPC batches"
             );
             s.multicall = None;
@@ -325,9 +327,9 @@ impl WalletState {
                     .ok()
                     .filter(|_| result.success)
                     .ok_or_else(|| RpcError::Decode("getChainId() failed".into()))?;
-                if chain != U256::from(self.config.chain_id) {
+                if chain != U256::from(self.config.rpc.chain_id) {
                     return Err(RpcError::WrongChain {
-                        expected: self.config.chain_id,
+                        expected: self.config.rpc.chain_id,
                         actual: u64::try_from(chain).unwrap_or(u64::MAX),
                     });
                 }
@@ -416,7 +418,7 @@ impl WalletState {
     /// The families to serve now.
     pub fn families(&self) -> Vec<MetricFamily> {
         let now = unix_now();
-        let mut out = Families::default();
+        let mut out = MetricSink::new();
         let sitx = self
             .config
             .sitx
@@ -561,7 +563,7 @@ impl WalletState {
                 );
             }
         }
-        out.families
+        out.into_families_as_written()
     }
 
     /// The detailed health report.
@@ -599,47 +601,6 @@ impl WalletState {
 /// Locks the state; a poisoned lock (a panic elsewhere) still holds usable data.
 pub fn lock(state: &std::sync::Mutex<WalletState>) -> std::sync::MutexGuard<'_, WalletState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Families under construction, in the order first written.
-#[derive(Debug, Default)]
-pub(crate) struct Families {
-    pub(crate) families: Vec<MetricFamily>,
-}
-
-impl Families {
-    fn metric(labels: &[(&str, &str)]) -> Metric {
-        nodewatch_http::metric_with_labels(labels)
-    }
-
-    fn push(&mut self, name: &str, help: &str, kind: MetricType, metric: Metric) {
-        if let Some(f) = self.families.iter_mut().find(|f| f.name() == name) {
-            f.mut_metric().push(metric);
-            return;
-        }
-        let mut family = MetricFamily::default();
-        family.set_name(name.to_string());
-        family.set_help(help.to_string());
-        family.set_field_type(kind);
-        family.mut_metric().push(metric);
-        self.families.push(family);
-    }
-
-    pub(crate) fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-        let mut gauge = Gauge::default();
-        gauge.set_value(value);
-        let mut metric = Self::metric(labels);
-        metric.set_gauge(gauge);
-        self.push(name, help, MetricType::GAUGE, metric);
-    }
-
-    pub(crate) fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-        let mut counter = Counter::default();
-        counter.set_value(value);
-        let mut metric = Self::metric(labels);
-        metric.set_counter(counter);
-        self.push(name, help, MetricType::COUNTER, metric);
-    }
 }
 
 #[cfg(test)]

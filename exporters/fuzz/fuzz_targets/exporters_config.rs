@@ -64,18 +64,18 @@ fn check_wallet(text: &str, env: &HashMap<String, String>) {
     let Ok(config) = Config::resolve(file, env) else {
         return;
     };
-    assert!(!config.rpc_urls.is_empty());
-    for url in &config.rpc_urls {
+    assert!(!config.rpc.urls.is_empty());
+    for url in &config.rpc.urls {
         assert!(
             url.starts_with("http://") || url.starts_with("https://"),
             "{url}"
         );
     }
     for interval in [
-        config.interval,
-        config.request_timeout,
-        config.retry,
-        config.probe_interval,
+        config.rpc.interval,
+        config.rpc.request_timeout,
+        config.rpc.retry,
+        config.rpc.probe_interval,
     ] {
         assert!(interval.as_secs() >= 1);
     }
@@ -114,7 +114,7 @@ fn check_reward(text: &str) {
         }
         Err(e) => panic!("resolve gave {e}"),
     };
-    for url in &config.rpc_urls {
+    for url in &config.rpc.urls {
         if url
             .trim()
             .get(..7)

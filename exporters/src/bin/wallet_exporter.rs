@@ -63,10 +63,11 @@ fn main() -> ExitCode {
             "ok: {} wallets, {} tokens, chain {}, every {:?}, endpoints {:?}",
             config.wallets.len(),
             config.tokens.len(),
-            config.chain_id,
-            config.interval,
+            config.rpc.chain_id,
+            config.rpc.interval,
             config
-                .rpc_urls
+                .rpc
+                .urls
                 .iter()
                 .map(|u| redact(u))
                 .collect::<Vec<_>>()
@@ -76,7 +77,7 @@ fn main() -> ExitCode {
     tracing::info!(
         wallets = config.wallets.len(),
         tokens = config.tokens.len(),
-        chain_id = config.chain_id,
+        chain_id = config.rpc.chain_id,
         "settings loaded"
     );
     let listen_address = config.listen_address.clone();
