@@ -14,7 +14,7 @@ use embedded_graphics::text::{Baseline, Text};
 
 use crate::controller::Screen;
 use crate::frame::PanelSize;
-use crate::model::{BuilderState, LinkState, Severity, Source, ViewModel, age};
+use crate::model::{BuilderState, LinkState, Severity, Source, Usage, ViewModel, age};
 
 /// The pages, in rotation order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,149 +344,181 @@ fn gib_text(bytes: u64) -> String {
     }
 }
 
+/// The rows of a page of rows (the overview has none: it is drawn on its own).
 fn rows_for(page: Page, size: PanelSize, model: &ViewModel) -> Vec<Row> {
     let compact = size == PanelSize::W128H32;
-    let m = model;
     match page {
         Page::Overview => Vec::new(),
-        Page::System => {
-            let cpu = or_unknown(m.cpu_percent, |c| format!("{c:.0}%"));
-            let temp = or_unknown(m.soc_temp_celsius, |t| format!("{t:.1}C"));
-            let usage = |u: Option<crate::model::Usage>| {
-                or_unknown(u, |u| {
-                    if compact {
-                        format!("{:.0}%", u.percent())
-                    } else {
-                        format!(
-                            "{}/{}G {:.0}%",
-                            gib_text(u.used_bytes),
-                            gib_text(u.total_bytes),
-                            u.percent()
-                        )
-                    }
-                })
-            };
-            let power = match (m.under_voltage, m.throttled) {
-                (Some(true), _) => "UNDER-VOLTAGE".to_string(),
-                (_, Some(true)) => "throttled".to_string(),
-                (Some(false), _) | (_, Some(false)) => "ok".to_string(),
-                (None, None) => "--".to_string(),
-            };
-            if compact {
-                let stale_cpu = m.is_stale(Source::Cpu) || m.is_stale(Source::Temperature);
-                let mut cpu_row = row("CPU", format!("{cpu} {temp}"), m, None);
-                cpu_row.stale = stale_cpu;
-                let mut use_row = row(
-                    "MEM",
-                    format!("{} DISK {}", usage(m.memory), usage(m.disk)),
-                    m,
-                    None,
-                );
-                use_row.stale = m.is_stale(Source::Memory) || m.is_stale(Source::Disk);
-                vec![cpu_row, use_row, row("PWR", power, m, Some(Source::Power))]
-            } else {
-                vec![
-                    row("CPU", cpu, m, Some(Source::Cpu)),
-                    row("TEMP", temp, m, Some(Source::Temperature)),
-                    row("MEM", usage(m.memory), m, Some(Source::Memory)),
-                    row("DISK", usage(m.disk), m, Some(Source::Disk)),
-                    row("PWR", power, m, Some(Source::Power)),
-                ]
-            }
+        Page::System => system_rows(model, compact),
+        Page::Builder => builder_rows(model),
+        Page::Wallet => wallet_rows(model, compact),
+        Page::Alerts => alert_rows(model),
+        Page::Network => network_rows(model),
+    }
+}
+
+/// Memory or disk use: `3.8/7.6G 50%`, or only `50%` on a compact panel.
+fn usage_text(usage: Option<Usage>, compact: bool) -> String {
+    or_unknown(usage, |u| {
+        if compact {
+            format!("{:.0}%", u.percent())
+        } else {
+            format!(
+                "{}/{}G {:.0}%",
+                gib_text(u.used_bytes),
+                gib_text(u.total_bytes),
+                u.percent()
+            )
         }
-        Page::Builder => {
-            let Some(b) = &m.builder else {
-                return vec![row("", "no builder".into(), m, None)];
+    })
+}
+
+/// The power row's value: under-voltage first, then throttling.
+fn power_text(m: &ViewModel) -> String {
+    match (m.under_voltage, m.throttled) {
+        (Some(true), _) => "UNDER-VOLTAGE".to_string(),
+        (_, Some(true)) => "throttled".to_string(),
+        (Some(false), _) | (_, Some(false)) => "ok".to_string(),
+        (None, None) => "--".to_string(),
+    }
+}
+
+/// CPU, temperature, memory, disk and power: five rows, or three on a compact panel
+/// (CPU with temperature, memory with disk).
+fn system_rows(m: &ViewModel, compact: bool) -> Vec<Row> {
+    let cpu = or_unknown(m.cpu_percent, |c| format!("{c:.0}%"));
+    let temp = or_unknown(m.soc_temp_celsius, |t| format!("{t:.1}C"));
+    let power = power_text(m);
+    if compact {
+        let stale_cpu = m.is_stale(Source::Cpu) || m.is_stale(Source::Temperature);
+        let mut cpu_row = row("CPU", format!("{cpu} {temp}"), m, None);
+        cpu_row.stale = stale_cpu;
+        let mut use_row = row(
+            "MEM",
+            format!(
+                "{} DISK {}",
+                usage_text(m.memory, compact),
+                usage_text(m.disk, compact)
+            ),
+            m,
+            None,
+        );
+        use_row.stale = m.is_stale(Source::Memory) || m.is_stale(Source::Disk);
+        vec![cpu_row, use_row, row("PWR", power, m, Some(Source::Power))]
+    } else {
+        vec![
+            row("CPU", cpu, m, Some(Source::Cpu)),
+            row("TEMP", temp, m, Some(Source::Temperature)),
+            row(
+                "MEM",
+                usage_text(m.memory, compact),
+                m,
+                Some(Source::Memory),
+            ),
+            row("DISK", usage_text(m.disk, compact), m, Some(Source::Disk)),
+            row("PWR", power, m, Some(Source::Power)),
+        ]
+    }
+}
+
+/// The builder's state, uptime, version and data size.
+fn builder_rows(m: &ViewModel) -> Vec<Row> {
+    let Some(b) = &m.builder else {
+        return vec![row("", "no builder".into(), m, None)];
+    };
+    let state = match b.state {
+        BuilderState::Ready => "READY",
+        BuilderState::Starting => "STARTING",
+        BuilderState::Down => "DOWN",
+        BuilderState::Unknown => "--",
+    };
+    let s = Some(Source::Builder);
+    vec![
+        row("STATE", state.into(), m, s),
+        row("UP", or_unknown(b.uptime_secs, age), m, s),
+        row("VER", or_unknown(b.version.clone(), |v| v), m, s),
+        row(
+            "DATA",
+            or_unknown(b.data_dir_bytes, |d| format!("{}G", gib_text(d))),
+            m,
+            s,
+        ),
+    ]
+}
+
+/// ETH, sITX and the claimable rewards (both rewards on one row on a compact panel).
+fn wallet_rows(m: &ViewModel, compact: bool) -> Vec<Row> {
+    let w = &m.wallet;
+    let s = Some(Source::Wallet);
+    let amount = |v: Option<f64>| or_unknown(v, format_amount);
+    if compact {
+        vec![
+            row("ETH", amount(w.eth), m, s),
+            row("sITX", amount(w.sitx), m, s),
+            row(
+                "RWD",
+                format!("{}E {}S", amount(w.reward_eth), amount(w.reward_sitx)),
+                m,
+                s,
+            ),
+        ]
+    } else {
+        vec![
+            row("ETH", amount(w.eth), m, s),
+            row("sITX", amount(w.sitx), m, s),
+            row("RWD E", amount(w.reward_eth), m, s),
+            row("RWD S", amount(w.reward_sitx), m, s),
+        ]
+    }
+}
+
+/// One row per firing alert, marked by severity and acknowledgement.
+fn alert_rows(m: &ViewModel) -> Vec<Row> {
+    if m.alerts.is_empty() {
+        return vec![row("", "no alerts".into(), m, None)];
+    }
+    m.alerts
+        .iter()
+        .map(|a| {
+            let mark = match a.severity {
+                Severity::Critical => "!!",
+                Severity::Warning => "!",
+                Severity::Info => "i",
             };
-            let state = match b.state {
-                BuilderState::Ready => "READY",
-                BuilderState::Starting => "STARTING",
-                BuilderState::Down => "DOWN",
-                BuilderState::Unknown => "--",
+            let ack = if a.acknowledged { " ack" } else { "" };
+            row(mark, format!("{}{ack}", a.name), m, None)
+        })
+        .collect()
+}
+
+/// The IP address and the LoRa link (its last acknowledgement and signal).
+fn network_rows(m: &ViewModel) -> Vec<Row> {
+    let s = Some(Source::Network);
+    let mut rows = vec![row("IP", or_unknown(m.ip_address.clone(), |ip| ip), m, s)];
+    match &m.lora {
+        None => rows.push(row("LORA", "none".into(), m, None)),
+        Some(l) => {
+            let link = match l.link {
+                LinkState::Up => "up",
+                LinkState::Down => "DOWN",
+                LinkState::Off => "off",
             };
-            let s = Some(Source::Builder);
-            vec![
-                row("STATE", state.into(), m, s),
-                row("UP", or_unknown(b.uptime_secs, age), m, s),
-                row("VER", or_unknown(b.version.clone(), |v| v), m, s),
-                row(
-                    "DATA",
-                    or_unknown(b.data_dir_bytes, |d| format!("{}G", gib_text(d))),
-                    m,
-                    s,
-                ),
-            ]
-        }
-        Page::Wallet => {
-            let w = &m.wallet;
-            let s = Some(Source::Wallet);
-            let amount = |v: Option<f64>| or_unknown(v, format_amount);
-            if compact {
-                vec![
-                    row("ETH", amount(w.eth), m, s),
-                    row("sITX", amount(w.sitx), m, s),
-                    row(
-                        "RWD",
-                        format!("{}E {}S", amount(w.reward_eth), amount(w.reward_sitx)),
-                        m,
-                        s,
-                    ),
-                ]
-            } else {
-                vec![
-                    row("ETH", amount(w.eth), m, s),
-                    row("sITX", amount(w.sitx), m, s),
-                    row("RWD E", amount(w.reward_eth), m, s),
-                    row("RWD S", amount(w.reward_sitx), m, s),
-                ]
-            }
-        }
-        Page::Alerts => {
-            if m.alerts.is_empty() {
-                return vec![row("", "no alerts".into(), m, None)];
-            }
-            m.alerts
-                .iter()
-                .map(|a| {
-                    let mark = match a.severity {
-                        Severity::Critical => "!!",
-                        Severity::Warning => "!",
-                        Severity::Info => "i",
-                    };
-                    let ack = if a.acknowledged { " ack" } else { "" };
-                    row(mark, format!("{}{ack}", a.name), m, None)
-                })
-                .collect()
-        }
-        Page::Network => {
-            let s = Some(Source::Network);
-            let mut rows = vec![row("IP", or_unknown(m.ip_address.clone(), |ip| ip), m, s)];
-            match &m.lora {
-                None => rows.push(row("LORA", "none".into(), m, None)),
-                Some(l) => {
-                    let link = match l.link {
-                        LinkState::Up => "up",
-                        LinkState::Down => "DOWN",
-                        LinkState::Off => "off",
-                    };
-                    rows.push(row("LORA", link.into(), m, None));
-                    rows.push(row(
-                        "ACK",
-                        or_unknown(l.last_ack_secs, |a| format!("{} ago", age(a))),
-                        m,
-                        None,
-                    ));
-                    rows.push(row(
-                        "RSSI",
-                        or_unknown(l.rssi_dbm, |r| format!("{r}dBm")),
-                        m,
-                        None,
-                    ));
-                }
-            }
-            rows
+            rows.push(row("LORA", link.into(), m, None));
+            rows.push(row(
+                "ACK",
+                or_unknown(l.last_ack_secs, |a| format!("{} ago", age(a))),
+                m,
+                None,
+            ));
+            rows.push(row(
+                "RSSI",
+                or_unknown(l.rssi_dbm, |r| format!("{r}dBm")),
+                m,
+                None,
+            ));
         }
     }
+    rows
 }
 
 /// A token amount in at most 8 characters: `0.0123`, `1520.5`, `12.3k`.
