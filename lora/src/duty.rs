@@ -105,11 +105,6 @@ impl DutyCycle {
         self.budget
     }
 
-    /// The window.
-    pub fn window(&self) -> Duration {
-        self.window
-    }
-
     /// Airtime still available in the window ending `now`.
     pub fn remaining(&self, now: Instant) -> Duration {
         self.budget.saturating_sub(self.used(now))

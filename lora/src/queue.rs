@@ -144,11 +144,6 @@ impl<T> TxQueue<T> {
             lane.retain(&mut keep);
         }
     }
-
-    /// Removes everything.
-    pub fn clear(&mut self) {
-        self.lanes.iter_mut().for_each(VecDeque::clear);
-    }
 }
 
 #[cfg(test)]
@@ -202,7 +197,7 @@ mod tests {
         assert_eq!(q.pop_lowest(), Some((Priority::Heartbeat, 4)));
         assert_eq!(q.pop_lowest(), Some((Priority::Info, 2)));
         assert_eq!(q.len(), 1);
-        q.clear();
+        q.retain(|_| false);
         assert!(q.is_empty());
         assert_eq!(q.pop_lowest(), None);
     }

@@ -168,11 +168,6 @@ impl ReplayWindow {
         self.nodes.keys().copied()
     }
 
-    /// Forgets `node`, so that its next frame is new whatever its numbers.
-    pub fn forget(&mut self, node: NodeId) -> bool {
-        self.nodes.remove(&node).is_some()
-    }
-
     /// Reads the saved windows; an absent file is an empty window. A corrupt file is
     /// an error naming it, not a silent reset (that would reopen the replay window).
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -319,9 +314,6 @@ mod tests {
         assert_eq!(w.check(A, 0, u32::MAX - 1), Verdict::New);
         assert_eq!(w.check(A, 0, 0), Verdict::Replay);
         assert_eq!(w.check(A, 0, u32::MAX - 10), Verdict::Duplicate);
-        assert!(w.forget(A));
-        assert_eq!(w.check(A, 0, 0), Verdict::New);
-        assert!(!w.forget(A));
     }
 
     #[test]

@@ -173,11 +173,6 @@ impl SequenceStore {
     pub fn peek(&self) -> u32 {
         self.next
     }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]

@@ -79,34 +79,11 @@ pub struct EbyteRadio<T, A = NoPin> {
     settings: EbyteSettings,
 }
 
-impl<T> EbyteRadio<T, NoPin>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send,
-{
-    /// A module without an AUX pin.
-    pub fn new(uart: T, settings: EbyteSettings) -> Self {
-        Self {
-            uart,
-            aux: None,
-            settings,
-        }
-    }
-}
-
 impl<T, A> EbyteRadio<T, A>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
     A: InputPin + Send,
 {
-    /// A module whose AUX line is on `aux`.
-    pub fn with_aux(uart: T, aux: A, settings: EbyteSettings) -> Self {
-        Self {
-            uart,
-            aux: Some(PolledWait::new(aux)),
-            settings,
-        }
-    }
-
     /// A module whose AUX line is on `aux` when there is one (without, transmit
     /// sleeps the airtime).
     pub fn with_optional_aux(uart: T, aux: Option<A>, settings: EbyteSettings) -> Self {
@@ -115,11 +92,6 @@ where
             aux: aux.map(PolledWait::new),
             settings,
         }
-    }
-
-    /// The settings it was opened with.
-    pub fn settings(&self) -> &EbyteSettings {
-        &self.settings
     }
 
     /// How long `len` bytes take on the UART.
@@ -243,7 +215,7 @@ mod tests {
         let (ours, module) = tokio::io::duplex(1024);
         let mut settings = EbyteSettings::new("ebyte /dev/serial0", 9600);
         settings.rssi_byte = rssi_byte;
-        (EbyteRadio::new(ours, settings), module)
+        (EbyteRadio::with_optional_aux(ours, None, settings), module)
     }
 
     #[test]
@@ -371,7 +343,11 @@ mod tests {
     async fn transmit_waits_for_aux_to_go_high() {
         let (ours, mut module) = tokio::io::duplex(1024);
         let aux = Aux(Arc::new(AtomicBool::new(true)));
-        let mut radio = EbyteRadio::with_aux(ours, aux.clone(), EbyteSettings::new("ebyte", 9600));
+        let mut radio = EbyteRadio::with_optional_aux(
+            ours,
+            Some(aux.clone()),
+            EbyteSettings::new("ebyte", 9600),
+        );
         // The module: AUX low while it sends, high 400 ms later.
         tokio::spawn(async move {
             let mut buf = [0u8; 64];
@@ -396,7 +372,8 @@ mod tests {
     async fn aux_stuck_low_is_an_error() {
         let (ours, _module) = tokio::io::duplex(1024);
         let aux = Aux::default();
-        let mut radio = EbyteRadio::with_aux(ours, aux, EbyteSettings::new("ebyte", 9600));
+        let mut radio =
+            EbyteRadio::with_optional_aux(ours, Some(aux), EbyteSettings::new("ebyte", 9600));
         let err = radio.transmit(b"x").await.err().map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("AUX stayed low")));
     }

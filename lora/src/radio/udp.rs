@@ -31,11 +31,6 @@ pub struct UdpAir {
     airtime: Option<Modulation>,
 }
 
-/// Binds `local` (port 0 picks one) and transmits to `peers`.
-pub async fn bind(local: SocketAddr, peers: Vec<SocketAddr>) -> Result<UdpAir, RadioError> {
-    UdpAir::bind(local, peers).await
-}
-
 impl UdpAir {
     /// Binds `local` (port 0 picks one) and transmits to `peers`.
     pub async fn bind(local: SocketAddr, peers: Vec<SocketAddr>) -> Result<Self, RadioError> {
@@ -60,11 +55,6 @@ impl UdpAir {
     /// The bound address (with the port chosen when binding port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local
-    }
-
-    /// The peers each transmission goes to.
-    pub fn peers(&self) -> &[SocketAddr] {
-        &self.peers
     }
 
     /// Replaces the peers (e.g. once the other end has bound port 0).
@@ -150,8 +140,8 @@ mod tests {
     }
 
     async fn pair() -> (UdpAir, UdpAir) {
-        let mut a = bind(loopback(), vec![]).await.expect("bind a");
-        let b = bind(loopback(), vec![a.local_addr()])
+        let mut a = UdpAir::bind(loopback(), vec![]).await.expect("bind a");
+        let b = UdpAir::bind(loopback(), vec![a.local_addr()])
             .await
             .expect("bind b");
         a.set_peers(vec![b.local_addr()]);
@@ -224,7 +214,7 @@ mod tests {
         let gone = UdpSocket::bind(loopback()).await.expect("bind");
         let addr = gone.local_addr().expect("addr");
         drop(gone);
-        let mut a = bind(loopback(), vec![addr]).await.expect("bind");
+        let mut a = UdpAir::bind(loopback(), vec![addr]).await.expect("bind");
         for _ in 0..3 {
             a.transmit(b"x").await.expect("transmit into the void");
         }
