@@ -14,6 +14,7 @@
 
 use crate::unix_now;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, U256};
@@ -149,108 +150,21 @@ impl WalletState {
     }
 
     /// One refresh: blocking (run it on the blocking pool). `client` does the I/O.
-    pub fn refresh(state: &std::sync::Mutex<WalletState>, client: &RpcClient) -> RefreshOutcome {
+    pub fn refresh(state: &Mutex<WalletState>, client: &RpcClient) -> RefreshOutcome {
         let started = Instant::now();
-        let (reads, calls, urls, multicall, expected_chain) = {
+        let (plan, endpoints) = {
             let s = lock(state);
-            let wallets: Vec<Address> = s.config.wallets.iter().map(|w| w.address).collect();
-            let reads = s.plan();
-            // In batch mode the Multicall3 target of a call is never used.
-            let target = s.multicall.unwrap_or(Address::ZERO);
-            let calls: Vec<multicall::IMulticall3::Call3> = reads
-                .iter()
-                .map(|r| multicall::call_for(*r, target, &s.config.tokens, &wallets))
-                .collect();
-            let urls: Vec<(usize, String, bool, Option<Instant>)> = s
+            let endpoints: Vec<(usize, String, bool, Option<Instant>)> = s
                 .endpoints
                 .iter()
                 .enumerate()
                 .map(|(i, e)| (i, e.url.clone(), e.verified, e.not_before))
                 .collect();
-            (reads, calls, urls, s.multicall, s.config.rpc.chain_id)
+            (s.plan_batch(), endpoints)
         };
-        let aggregate = multicall.map(|_| multicall::encode_aggregate3(calls.clone()));
-        // The same reads as a JSON-RPC batch (shared with the reward exporter).
-        let batch_calls = batch::from_calls(&calls, multicall.unwrap_or(Address::ZERO));
-
-        let mut last_error: Option<RpcError> = None;
-        let mut retry_after: Option<Duration> = None;
-        let mut answer = None;
-        let mut multicall_missing = false;
-        for (index, url, verified, not_before) in urls {
-            if let Some(t) = not_before {
-                let now = Instant::now();
-                if now < t {
-                    let wait = t - now;
-                    retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
-                    continue;
-                }
-            }
-            let mut requests = 0;
-            let result = (|| {
-                if !verified {
-                    requests += 1;
-                    let actual = client.chain_id(&url)?;
-                    if actual != expected_chain {
-                        return Err(RpcError::WrongChain {
-                            expected: expected_chain,
-                            actual,
-                        });
-                    }
-                }
-                if let (Some(address), Some(data)) = (multicall, &aggregate) {
-                    requests += 1;
-                    let returned = client.eth_call(&url, &address.to_string(), data)?;
-                    if !returned.is_empty() {
-                        return multicall::decode_aggregate3(&returned).map_err(RpcError::Decode);
-                    }
-                    // No code at the Multicall3 address (eth_call returns nothing): fall
-                    // back to a JSON-RPC batch, now and from now on.
-                    multicall_missing = true;
-                }
-                requests += 1;
-                batch::parse(&batch_calls, client.post(&url, &batch::body(&batch_calls))?)
-            })();
-            let mut s = lock(state);
-            s.requests += requests;
-            let endpoint = &mut s.endpoints[index];
-            match result {
-                Ok(results) if results.len() == reads.len() => {
-                    endpoint.verified = true;
-                    endpoint.not_before = None;
-                    endpoint.up = Some(true);
-                    answer = Some((index, results));
-                    break;
-                }
-                Ok(results) => {
-                    endpoint.verified = false;
-                    endpoint.up = Some(false);
-                    let e = RpcError::Decode(format!(
-                        "{} results for {} calls",
-                        results.len(),
-                        reads.len()
-                    ));
-                    s.count_error(e.kind());
-                    tracing::warn!(endpoint = %redact(&url), error = %e, "refresh failed");
-                    last_error = Some(e);
-                }
-                Err(e) => {
-                    endpoint.verified = false;
-                    endpoint.up = Some(false);
-                    if let RpcError::RateLimited { retry_after: wait } = &e {
-                        let wait = wait.unwrap_or(s.config.rpc.retry);
-                        s.endpoints[index].not_before = Some(Instant::now() + wait);
-                        retry_after = Some(retry_after.map_or(wait, |r| r.max(wait)));
-                    }
-                    s.count_error(e.kind());
-                    tracing::warn!(endpoint = %redact(&url), error = %e, "refresh failed");
-                    last_error = Some(e);
-                }
-            }
-        }
-
+        let answer = ask_endpoints(state, client, &plan, endpoints);
         let mut s = lock(state);
-        if multicall_missing && s.multicall.is_some() {
+        if answer.multicall_missing && s.multicall.is_some() {
             tracing::warn!(
                 multicall = %s.config.rpc.multicall.map(|a| a.to_string()).unwrap_or_default(),
                 "no Multicall3 contract at the configured address: reading with JSON-RPC batches"
@@ -261,8 +175,8 @@ impl WalletState {
         s.refreshes += 1;
         s.last_attempt = Some(now);
         s.last_duration = Some(started.elapsed().as_secs_f64());
-        let Some((index, results)) = answer else {
-            let error = match last_error {
+        let Some((index, results)) = answer.results else {
+            let error = match answer.last_error {
                 Some(e) => e.to_string(),
                 None => "every endpoint is backing off (Retry-After)".to_string(),
             };
@@ -271,12 +185,85 @@ impl WalletState {
             return RefreshOutcome {
                 ok: false,
                 error: Some(error),
-                retry_after,
+                retry_after: answer.retry_after,
             };
         };
-        match s.apply(&reads, &results, now) {
+        s.store(&plan.reads, index, &results, now)
+    }
+
+    /// The next refresh's reads, as Multicall3 `aggregate3` data and as a JSON-RPC batch.
+    fn plan_batch(&self) -> BatchPlan {
+        let wallets: Vec<Address> = self.config.wallets.iter().map(|w| w.address).collect();
+        let reads = self.plan();
+        // In batch mode the Multicall3 target of a call is never used.
+        let target = self.multicall.unwrap_or(Address::ZERO);
+        let calls: Vec<multicall::IMulticall3::Call3> = reads
+            .iter()
+            .map(|r| multicall::call_for(*r, target, &self.config.tokens, &wallets))
+            .collect();
+        BatchPlan {
+            aggregate: self
+                .multicall
+                .map(|_| multicall::encode_aggregate3(calls.clone())),
+            // The same reads as a JSON-RPC batch (shared with the reward exporter).
+            batch: batch::from_calls(&calls, target),
+            reads,
+            multicall: self.multicall,
+            chain_id: self.config.rpc.chain_id,
+        }
+    }
+
+    /// Counts one endpoint's answer (or error). Returns the results when they answer
+    /// every read.
+    fn record_answer(
+        &mut self,
+        index: usize,
+        result: Result<Vec<multicall::IMulticall3::Result>, RpcError>,
+        expected: usize,
+        answer: &mut Answer,
+    ) -> Option<Vec<multicall::IMulticall3::Result>> {
+        let url = redact(&self.endpoints[index].url);
+        let endpoint = &mut self.endpoints[index];
+        let error = match result {
+            Ok(results) if results.len() == expected => {
+                endpoint.verified = true;
+                endpoint.not_before = None;
+                endpoint.up = Some(true);
+                return Some(results);
+            }
+            Ok(results) => {
+                endpoint.verified = false;
+                endpoint.up = Some(false);
+                RpcError::Decode(format!("{} results for {expected} calls", results.len()))
+            }
+            Err(e) => {
+                endpoint.verified = false;
+                endpoint.up = Some(false);
+                if let RpcError::RateLimited { retry_after: wait } = &e {
+                    let wait = wait.unwrap_or(self.config.rpc.retry);
+                    self.endpoints[index].not_before = Some(Instant::now() + wait);
+                    answer.retry_after = Some(answer.retry_after.map_or(wait, |r| r.max(wait)));
+                }
+                e
+            }
+        };
+        self.count_error(error.kind());
+        tracing::warn!(endpoint = %url, error = %error, "refresh failed");
+        answer.last_error = Some(error);
+        None
+    }
+
+    /// Stores the answer of endpoint `index` and says how the refresh went.
+    fn store(
+        &mut self,
+        reads: &[Read],
+        index: usize,
+        results: &[multicall::IMulticall3::Result],
+        now: f64,
+    ) -> RefreshOutcome {
+        match self.apply(reads, results, now) {
             Ok(failed_reads) => {
-                s.last_ok = Some(failed_reads.is_empty());
+                self.last_ok = Some(failed_reads.is_empty());
                 let error = (!failed_reads.is_empty()).then(|| {
                     format!(
                         "{} of {} reads failed (reverted or undecodable): {}",
@@ -286,9 +273,9 @@ impl WalletState {
                     )
                 });
                 if failed_reads.is_empty() {
-                    s.last_success = Some(now);
+                    self.last_success = Some(now);
                 } else {
-                    s.last_error = error.clone();
+                    self.last_error = error.clone();
                 }
                 RefreshOutcome {
                     ok: failed_reads.is_empty(),
@@ -297,11 +284,11 @@ impl WalletState {
                 }
             }
             Err(e) => {
-                s.endpoints[index].verified = false;
-                s.endpoints[index].up = Some(false);
-                s.count_error(e.kind());
-                s.last_ok = Some(false);
-                s.last_error = Some(e.to_string());
+                self.endpoints[index].verified = false;
+                self.endpoints[index].up = Some(false);
+                self.count_error(e.kind());
+                self.last_ok = Some(false);
+                self.last_error = Some(e.to_string());
                 tracing::warn!(error = %e, "refresh failed");
                 RefreshOutcome {
                     ok: false,
@@ -415,10 +402,18 @@ impl WalletState {
         Ok(failed)
     }
 
-    /// The families to serve now.
+    /// The families to serve now, in the order written: balances, the refreshes, the
+    /// endpoints.
     pub fn families(&self) -> Vec<MetricFamily> {
-        let now = unix_now();
         let mut out = MetricSink::new();
+        self.balance_families(&mut out);
+        self.refresh_families(&mut out, unix_now());
+        self.endpoint_families(&mut out);
+        out.into_families_as_written()
+    }
+
+    /// ETH, sITX and token balances per wallet, and the sITX total.
+    fn balance_families(&self, out: &mut MetricSink) {
         let sitx = self
             .config
             .sitx
@@ -477,6 +472,10 @@ impl WalletState {
                 total,
             );
         }
+    }
+
+    /// How the refreshes went: times, data age, success, errors and requests.
+    fn refresh_families(&self, out: &mut MetricSink, now: f64) {
         if let Some(t) = self.last_success {
             out.gauge(
                 "intmax_wallet_last_check",
@@ -551,6 +550,10 @@ impl WalletState {
             &[],
             self.requests as f64,
         );
+    }
+
+    /// `nodewatch_wallet_rpc_endpoint_up` of each endpoint asked so far.
+    fn endpoint_families(&self, out: &mut MetricSink) {
         for (i, e) in self.endpoints.iter().enumerate() {
             if let Some(up) = e.up {
                 let index = i.to_string();
@@ -563,7 +566,6 @@ impl WalletState {
                 );
             }
         }
-        out.into_families_as_written()
     }
 
     /// The detailed health report.
@@ -598,8 +600,105 @@ impl WalletState {
     }
 }
 
+/// One refresh's reads and how they are sent.
+struct BatchPlan {
+    reads: Vec<Read>,
+    /// Multicall3 in use, if any.
+    multicall: Option<Address>,
+    /// The `aggregate3` call data, when Multicall3 is in use.
+    aggregate: Option<Vec<u8>>,
+    /// The same reads as a JSON-RPC batch.
+    batch: Vec<batch::BatchCall>,
+    /// The chain an unverified endpoint must be on.
+    chain_id: u64,
+}
+
+/// What asking the endpoints in order gave.
+#[derive(Default)]
+struct Answer {
+    /// The endpoint (by position) that answered every read, and its results.
+    results: Option<(usize, Vec<multicall::IMulticall3::Result>)>,
+    /// The last endpoint's error.
+    last_error: Option<RpcError>,
+    /// The earliest time worth trying again, when endpoints are backing off.
+    retry_after: Option<Duration>,
+    /// No code at the Multicall3 address: read with JSON-RPC batches from now on.
+    multicall_missing: bool,
+}
+
+/// Asks the endpoints in order, skipping those backing off after a 429, until one
+/// answers every read.
+fn ask_endpoints(
+    state: &Mutex<WalletState>,
+    client: &RpcClient,
+    plan: &BatchPlan,
+    endpoints: Vec<(usize, String, bool, Option<Instant>)>,
+) -> Answer {
+    let mut answer = Answer::default();
+    for (index, url, verified, not_before) in endpoints {
+        if let Some(t) = not_before {
+            let now = Instant::now();
+            if now < t {
+                let wait = t - now;
+                answer.retry_after = Some(answer.retry_after.map_or(wait, |r| r.min(wait)));
+                continue;
+            }
+        }
+        let mut requests = 0;
+        let result = read_endpoint(
+            client,
+            &url,
+            verified,
+            plan,
+            &mut answer.multicall_missing,
+            &mut requests,
+        );
+        let mut s = lock(state);
+        s.requests += requests;
+        if let Some(results) = s.record_answer(index, result, plan.reads.len(), &mut answer) {
+            answer.results = Some((index, results));
+            break;
+        }
+    }
+    answer
+}
+
+/// Every read from one endpoint: its chain id first unless `verified`, then one
+/// `aggregate3`, or the JSON-RPC batch when Multicall3 is not in use or absent.
+fn read_endpoint(
+    client: &RpcClient,
+    url: &str,
+    verified: bool,
+    plan: &BatchPlan,
+    multicall_missing: &mut bool,
+    requests: &mut u64,
+) -> Result<Vec<multicall::IMulticall3::Result>, RpcError> {
+    if !verified {
+        *requests += 1;
+        let actual = client.chain_id(url)?;
+        if actual != plan.chain_id {
+            return Err(RpcError::WrongChain {
+                expected: plan.chain_id,
+                actual,
+            });
+        }
+    }
+    if let (Some(address), Some(data)) = (plan.multicall, &plan.aggregate) {
+        *requests += 1;
+        let returned = client.eth_call(url, &address.to_string(), data)?;
+        if !returned.is_empty() {
+            return multicall::decode_aggregate3(&returned).map_err(RpcError::Decode);
+        }
+        // No code at the Multicall3 address (eth_call returns nothing): fall back to a
+        // JSON-RPC batch, now and from now on.
+        *multicall_missing = true;
+    }
+    *requests += 1;
+    batch::parse(&plan.batch, client.post(url, &batch::body(&plan.batch))?)
+}
+
 /// Locks the state; a poisoned lock (a panic elsewhere) still holds usable data.
-pub fn lock(state: &std::sync::Mutex<WalletState>) -> std::sync::MutexGuard<'_, WalletState> {
+pub fn lock(state: &Mutex<WalletState>) -> std::sync::MutexGuard<'_, WalletState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
