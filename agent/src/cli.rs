@@ -8,8 +8,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Arg, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::collectors::{ALL, CollectorOption};
 use crate::config::Config;
 
 /// nodewatch-agent: a small, fast drop-in for node_exporter on Raspberry Pi builder nodes.
@@ -41,47 +42,6 @@ pub struct Cli {
     /// Root filesystem mount point.
     #[arg(long = "path.rootfs", value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
-    /// Directory of `*.prom` files for the textfile collector.
-    #[arg(long = "collector.textfile.directory", value_name = "DIR")]
-    pub textfile_directory: Option<PathBuf>,
-    /// Mount points to leave out (regular expression).
-    #[arg(
-        long = "collector.filesystem.mount-points-exclude",
-        alias = "collector.filesystem.ignored-mount-points",
-        value_name = "REGEX"
-    )]
-    pub mount_points_exclude: Option<String>,
-    /// Filesystem types to leave out (regular expression).
-    #[arg(
-        long = "collector.filesystem.fs-types-exclude",
-        alias = "collector.filesystem.ignored-fs-types",
-        value_name = "REGEX"
-    )]
-    pub fs_types_exclude: Option<String>,
-    /// Only these network devices (regular expression).
-    #[arg(
-        long = "collector.netdev.device-include",
-        alias = "collector.netdev.device-whitelist",
-        value_name = "REGEX"
-    )]
-    pub netdev_device_include: Option<String>,
-    /// Network devices to leave out (regular expression).
-    #[arg(
-        long = "collector.netdev.device-exclude",
-        alias = "collector.netdev.device-blacklist",
-        value_name = "REGEX"
-    )]
-    pub netdev_device_exclude: Option<String>,
-    /// Block devices to leave out (regular expression).
-    #[arg(
-        long = "collector.diskstats.device-exclude",
-        alias = "collector.diskstats.ignored-devices",
-        value_name = "REGEX"
-    )]
-    pub diskstats_device_exclude: Option<String>,
-    /// Network devices the netclass collector leaves out (regular expression).
-    #[arg(long = "collector.netclass.ignored-devices", value_name = "REGEX")]
-    pub netclass_ignored_devices: Option<String>,
     /// Turn off every collector not enabled explicitly.
     #[arg(long = "collector.disable-defaults")]
     pub disable_defaults: bool,
@@ -100,6 +60,11 @@ pub struct Cli {
     /// node_exporter flags we accept and ignore, for the warning.
     #[arg(skip)]
     pub ignored_flags: Vec<String>,
+    /// Collector options (`--collector.diskstats.device-exclude RE`) as
+    /// (collector, key in its section, value), from the collectors' own
+    /// [`CollectorOption`]s.
+    #[arg(skip)]
+    pub collector_options: Vec<(&'static str, &'static str, String)>,
 }
 
 /// Subcommands.
@@ -207,22 +172,43 @@ const BOOLEAN_OPTIONS: &[&str] = &[
     "web.systemd-socket",
 ];
 
-/// Flags clap parses (options with a value), to recognise them among `--collector.*`.
-const KNOWN_OPTIONS: &[&str] = &[
-    "collector.textfile.directory",
-    "collector.filesystem.mount-points-exclude",
-    "collector.filesystem.ignored-mount-points",
-    "collector.filesystem.fs-types-exclude",
-    "collector.filesystem.ignored-fs-types",
-    "collector.netdev.device-include",
-    "collector.netdev.device-whitelist",
-    "collector.netdev.device-exclude",
-    "collector.netdev.device-blacklist",
-    "collector.diskstats.device-exclude",
-    "collector.diskstats.ignored-devices",
-    "collector.netclass.ignored-devices",
-    "collector.disable-defaults",
-];
+/// Whether `--NAME` is an option clap parses: `collector.disable-defaults`, or a
+/// collector's option flag (or an older spelling of it).
+fn is_known_option(name: &str) -> bool {
+    name == "collector.disable-defaults"
+        || collector_option_flags()
+            .any(|(flag, aliases, _, _)| flag == name || aliases.iter().any(|alias| *alias == name))
+}
+
+/// Every collector option as (`collector.NAME.FLAG`, its aliases spelled the same
+/// way, the collector, the option).
+fn collector_option_flags()
+-> impl Iterator<Item = (String, Vec<String>, &'static str, &'static CollectorOption)> {
+    ALL.iter().flat_map(|spec| {
+        spec.options.iter().map(move |option| {
+            let flag = format!("collector.{}.{}", spec.name, option.flag);
+            let aliases = option
+                .aliases
+                .iter()
+                .map(|alias| format!("collector.{}.{alias}", spec.name))
+                .collect();
+            (flag, aliases, spec.name, option)
+        })
+    })
+}
+
+/// The clap command: the derived flags plus every collector's option flags.
+fn command() -> clap::Command {
+    collector_option_flags().fold(Cli::command(), |command, (flag, aliases, _, option)| {
+        command.arg(
+            Arg::new(flag.clone())
+                .long(flag)
+                .aliases(aliases)
+                .value_name(option.value_name)
+                .help(option.help),
+        )
+    })
+}
 
 /// The result of [`split_args`].
 #[derive(Debug, Default, PartialEq)]
@@ -260,7 +246,7 @@ pub fn split_args(args: impl IntoIterator<Item = String>) -> SplitArgs {
             split.for_clap.push(arg);
             continue;
         };
-        if KNOWN_OPTIONS.contains(&name.as_str()) && !negated {
+        if is_known_option(&name) && !negated {
             split.for_clap.push(arg);
             continue;
         }
@@ -310,19 +296,22 @@ impl Cli {
 
     /// Parses arguments, program name first.
     pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
-        let split = split_args(args);
-        let mut cli = Cli::parse_from(split.for_clap);
-        cli.collector_toggles = split.toggles;
-        cli.ignored_flags = split.ignored;
-        cli
+        Self::try_from_args(args).unwrap_or_else(|e| e.exit())
     }
 
     /// Like [`Cli::from_args`], returning clap's error instead of exiting.
     pub fn try_from_args(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
         let split = split_args(args);
-        let mut cli = Cli::try_parse_from(split.for_clap)?;
+        let mut matches = command().try_get_matches_from(split.for_clap)?;
+        let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
         cli.collector_toggles = split.toggles;
         cli.ignored_flags = split.ignored;
+        for (flag, _, collector, option) in collector_option_flags() {
+            if let Some(value) = matches.get_one::<String>(&flag) {
+                cli.collector_options
+                    .push((collector, option.key, value.clone()));
+            }
+        }
         Ok(cli)
     }
 
@@ -350,29 +339,10 @@ impl Cli {
         if let Some(v) = &self.rootfs {
             config.paths.rootfs = v.clone();
         }
+        for (collector, key, value) in &self.collector_options {
+            config.set_collector_option(collector, key, value.clone());
+        }
         let c = &mut config.collectors;
-        if let Some(v) = &self.textfile_directory {
-            c.textfile.directory = v.clone();
-            c.textfile.directory_explicit = true;
-        }
-        if let Some(v) = &self.mount_points_exclude {
-            c.filesystem.mount_points_exclude = v.clone();
-        }
-        if let Some(v) = &self.fs_types_exclude {
-            c.filesystem.fs_types_exclude = v.clone();
-        }
-        if let Some(v) = &self.netdev_device_include {
-            c.netdev.device_include = Some(v.clone());
-        }
-        if let Some(v) = &self.netdev_device_exclude {
-            c.netdev.device_exclude = Some(v.clone());
-        }
-        if let Some(v) = &self.diskstats_device_exclude {
-            c.diskstats.device_exclude = v.clone();
-        }
-        if let Some(v) = &self.netclass_ignored_devices {
-            c.netclass.ignored_devices = v.clone();
-        }
         if self.disable_defaults {
             c.disable_defaults = true;
         }
@@ -434,10 +404,11 @@ mod tests {
         ]))
         .expect("parse");
         assert_eq!(cli.listen_address.as_deref(), Some(":9100"));
-        assert_eq!(
-            cli.textfile_directory.as_deref(),
-            Some(std::path::Path::new("/var/lib/prometheus/node-exporter"))
-        );
+        assert!(cli.collector_options.contains(&(
+            "textfile",
+            "directory",
+            "/var/lib/prometheus/node-exporter".into()
+        )));
         assert_eq!(
             cli.collector_toggles,
             vec![
@@ -457,10 +428,14 @@ mod tests {
         let warnings = cli.apply(&mut config);
         assert_eq!(config.collectors.disable, vec!["arp"]);
         assert_eq!(config.paths.procfs, std::path::Path::new("/host/proc"));
-        assert_eq!(config.collectors.diskstats.device_exclude, "^loop");
+        let sections = config.collector_sections();
         assert_eq!(
-            config.collectors.filesystem.mount_points_exclude,
-            "^/(sys|proc)($|/)"
+            sections["collectors.diskstats"]["device_exclude"].as_str(),
+            Some("^loop")
+        );
+        assert_eq!(
+            sections["collectors.filesystem"]["mount_points_exclude"].as_str(),
+            Some("^/(sys|proc)($|/)")
         );
         assert_eq!(warnings.len(), 4, "{warnings:?}");
         assert!(warnings[0].contains("wifi"));

@@ -61,10 +61,12 @@ pub struct Config {
     pub paths: PathsConfig,
     /// Which collectors run, and how often.
     pub collectors: CollectorsConfig,
-    /// The Docker engine (the `docker` and `intmax_builder` collectors).
-    pub docker: DockerConfig,
-    /// The INTMAX builder (the `intmax_builder` collector).
-    pub builder: BuilderConfig,
+    /// The Docker engine: read by the `docker` and `intmax_builder` collectors
+    /// ([`crate::collectors::docker::DockerConfig`]).
+    pub docker: toml::Table,
+    /// The INTMAX builder: read by the `intmax_builder` collector
+    /// ([`crate::collectors::intmax_builder::BuilderConfig`]).
+    pub builder: toml::Table,
     /// The OLED display (SSD1306 on I2C, simulated without one) and `/display.png`.
     pub display: crate::outputs::oled::DisplayConfig,
     /// The push button on GPIO (acknowledge, mute, wake the display, next page).
@@ -86,8 +88,8 @@ impl Default for Config {
             web: WebConfig::default(),
             paths: PathsConfig::default(),
             collectors: CollectorsConfig::default(),
-            docker: DockerConfig::default(),
-            builder: BuilderConfig::default(),
+            docker: toml::Table::new(),
+            builder: toml::Table::new(),
             display: crate::outputs::oled::DisplayConfig::default(),
             button: crate::outputs::button::ButtonConfig::default(),
             alerts: crate::alerts::AlertsConfig::default(),
@@ -163,9 +165,13 @@ impl Default for PathsConfig {
     }
 }
 
-/// Collector selection and schedule.
+/// Collector selection and schedule, and each collector's own section.
+///
+/// Not `deny_unknown_fields`: every other key is a collector's section
+/// (`[collectors.diskstats]`), kept as TOML for the collector to parse and check
+/// itself; [`Config::validate`] refuses keys that are no collector's section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct CollectorsConfig {
     /// Start from no collector rather than the default set
     /// (`--collector.disable-defaults`). Default false.
@@ -181,16 +187,9 @@ pub struct CollectorsConfig {
     pub timeout_secs: f64,
     /// Per-collector interval and timeout, e.g. `cpu = { interval_secs = 1 }`.
     pub schedule: BTreeMap<String, ScheduleOverride>,
-    /// The textfile collector.
-    pub textfile: TextfileConfig,
-    /// The filesystem collector.
-    pub filesystem: FilesystemConfig,
-    /// The netdev collector.
-    pub netdev: NetdevConfig,
-    /// The netclass collector.
-    pub netclass: NetclassConfig,
-    /// The diskstats collector.
-    pub diskstats: DiskstatsConfig,
+    /// `[collectors.NAME]`: the sections of collectors with options, by name.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, toml::Value>,
 }
 
 impl Default for CollectorsConfig {
@@ -202,11 +201,7 @@ impl Default for CollectorsConfig {
             interval_secs: 2.0,
             timeout_secs: 5.0,
             schedule: BTreeMap::new(),
-            textfile: TextfileConfig::default(),
-            filesystem: FilesystemConfig::default(),
-            netdev: NetdevConfig::default(),
-            netclass: NetclassConfig::default(),
-            diskstats: DiskstatsConfig::default(),
+            sections: BTreeMap::new(),
         }
     }
 }
@@ -221,187 +216,6 @@ pub struct ScheduleOverride {
     pub timeout_secs: Option<f64>,
 }
 
-/// Where the textfile collector looks, and how often.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TextfileConfig {
-    /// Directory of `*.prom` files (`--collector.textfile.directory`). Default
-    /// `/var/lib/prometheus/node-exporter`, Debian's node_exporter directory, so cron
-    /// jobs written for it keep working. A missing default directory is "no files"; a
-    /// configured directory that is missing is an error.
-    pub directory: PathBuf,
-    /// Whether `directory` was set explicitly (file or flag), not by default.
-    #[serde(skip)]
-    pub directory_explicit: bool,
-    /// Interval in seconds. Default 5.
-    pub interval_secs: f64,
-}
-
-/// Debian's node_exporter textfile directory.
-pub const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
-
-impl Default for TextfileConfig {
-    fn default() -> Self {
-        Self {
-            directory: DEFAULT_TEXTFILE_DIRECTORY.into(),
-            directory_explicit: false,
-            interval_secs: 5.0,
-        }
-    }
-}
-
-/// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`.
-pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
-    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
-/// node_exporter 1.5's default `--collector.filesystem.fs-types-exclude`.
-pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
-/// node_exporter 1.5's default `--collector.diskstats.device-exclude`.
-pub const DEFAULT_DISKSTATS_DEVICE_EXCLUDE: &str =
-    "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$";
-
-/// Filesystem collector filters (regular expressions, unanchored as in node_exporter).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct FilesystemConfig {
-    /// Mount points to leave out. Default: node_exporter's.
-    pub mount_points_exclude: String,
-    /// Filesystem types to leave out. Default: node_exporter's.
-    pub fs_types_exclude: String,
-}
-
-impl Default for FilesystemConfig {
-    fn default() -> Self {
-        Self {
-            mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.into(),
-            fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.into(),
-        }
-    }
-}
-
-/// Netdev collector filters. At most one of the two may be set.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetdevConfig {
-    /// Only devices matching this. Default: all.
-    pub device_include: Option<String>,
-    /// Devices matching this are left out. Default: none.
-    pub device_exclude: Option<String>,
-}
-
-/// Netclass collector filters.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct NetclassConfig {
-    /// Devices matching this are left out. Default `^$` (none), as node_exporter.
-    pub ignored_devices: String,
-}
-
-impl Default for NetclassConfig {
-    fn default() -> Self {
-        Self {
-            ignored_devices: "^$".into(),
-        }
-    }
-}
-
-/// Diskstats collector filters.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiskstatsConfig {
-    /// Devices matching this are left out (partitions, loop and ram devices).
-    /// Default: node_exporter's.
-    pub device_exclude: String,
-}
-
-impl Default for DiskstatsConfig {
-    fn default() -> Self {
-        Self {
-            device_exclude: DEFAULT_DISKSTATS_DEVICE_EXCLUDE.into(),
-        }
-    }
-}
-
-/// The Docker engine, watched by events over its Unix socket.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct DockerConfig {
-    /// The engine's Unix socket (no TCP, no TLS). Default `/var/run/docker.sock`.
-    /// Access to it is root-equivalent: see docs/builder.md, "Permissions".
-    pub socket: PathBuf,
-    /// Report only containers whose name (without `/`) matches this regular
-    /// expression (unanchored). Default empty: every container.
-    pub container_pattern: String,
-    /// Report only containers that carry every one of these labels, each `key` or
-    /// `key=value`. Default: none required.
-    pub labels: Vec<String>,
-    /// Full re-list of containers (and Swarm services) every this many seconds, in
-    /// case an event was missed; changes arrive by events at once. Default 30.
-    pub reconcile_interval_secs: f64,
-}
-
-impl Default for DockerConfig {
-    fn default() -> Self {
-        Self {
-            socket: "/var/run/docker.sock".into(),
-            container_pattern: String::new(),
-            labels: Vec::new(),
-            reconcile_interval_secs: 30.0,
-        }
-    }
-}
-
-/// The builder's default container pattern: the standalone container `block-builder`
-/// or a Swarm task of `block-builder-stack-<env>_block-builder-<env>`.
-pub const DEFAULT_BUILDER_CONTAINER_PATTERN: &str =
-    "^(block-builder|block-builder-stack-[^_]+_block-builder-.+)$";
-/// The builder's default process pattern (matched against `comm` and argv\[0\]).
-pub const DEFAULT_BUILDER_PROCESS_PATTERN: &str = "intmax-builder|block-builder";
-/// The standalone builder's health endpoint.
-pub const DEFAULT_BUILDER_HEALTH_URL: &str = "http://127.0.0.1:8080/health-check";
-
-/// The INTMAX Block Builder: where to find it and how to check it.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BuilderConfig {
-    /// Regular expression on container names (anchor it yourself). Default: the
-    /// standalone `block-builder` and Swarm tasks of `block-builder-stack-*`.
-    pub container_pattern: String,
-    /// Regular expression on process names (`comm`) and the base name of argv\[0\],
-    /// read under `--path.procfs`. Default `intmax-builder|block-builder`.
-    pub process_pattern: String,
-    /// Health endpoint (plain `http://`, loopback in practice). Unset: the standalone
-    /// builder's `http://127.0.0.1:8080/health-check`, checked while a standalone
-    /// builder container exists; none for a Swarm task (its 8080 is not published:
-    /// `ready` is "container running"). Empty string: no health check.
-    pub health_url: Option<String>,
-    /// Seconds between health checks. Default 5.
-    pub health_interval_secs: f64,
-    /// Seconds a health check may take before it counts as failed. Default 5.
-    pub health_timeout_secs: f64,
-    /// The builder's data directory. Default unset: its two metrics are absent.
-    pub data_dir: Option<PathBuf>,
-    /// Seconds between walks of the data directory to measure its size. Default 300.
-    pub data_dir_interval_secs: f64,
-    /// Most directory entries one walk visits; a larger tree is reported as
-    /// measured so far and logged. Default 1000000.
-    pub data_dir_max_entries: u64,
-}
-
-impl Default for BuilderConfig {
-    fn default() -> Self {
-        Self {
-            container_pattern: DEFAULT_BUILDER_CONTAINER_PATTERN.into(),
-            process_pattern: DEFAULT_BUILDER_PROCESS_PATTERN.into(),
-            health_url: None,
-            health_interval_secs: 5.0,
-            health_timeout_secs: 5.0,
-            data_dir: None,
-            data_dir_interval_secs: 300.0,
-            data_dir_max_entries: 1_000_000,
-        }
-    }
-}
-
 impl Config {
     /// Reads and parses a TOML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -414,7 +228,7 @@ impl Config {
 
     /// Parses TOML text; `path` is only used in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
+        let config: Config = toml::from_str(text).map_err(|e| {
             let (line, column) = e
                 .span()
                 .map(|s| line_column(text, s.start))
@@ -426,7 +240,6 @@ impl Config {
                 message: e.message().to_string(),
             }
         })?;
-        config.collectors.textfile.directory_explicit = text_sets_textfile_directory(text);
         // Rules are checked here, where the text is at hand, so an error in an
         // expression points at its line and column in the file.
         crate::alerts::compile(&config.alerts).map_err(|e| rule_error(text, path, e))?;
@@ -469,30 +282,10 @@ impl Config {
             }
         };
         positive("collectors.interval_secs", self.collectors.interval_secs)?;
-        positive(
-            "docker.reconcile_interval_secs",
-            self.docker.reconcile_interval_secs,
-        )?;
-        positive(
-            "builder.health_interval_secs",
-            self.builder.health_interval_secs,
-        )?;
-        positive(
-            "builder.health_timeout_secs",
-            self.builder.health_timeout_secs,
-        )?;
-        positive(
-            "builder.data_dir_interval_secs",
-            self.builder.data_dir_interval_secs,
-        )?;
         positive("collectors.timeout_secs", self.collectors.timeout_secs)?;
         positive(
             "alerts.evaluation_interval_secs",
             self.alerts.evaluation_interval_secs,
-        )?;
-        positive(
-            "collectors.textfile.interval_secs",
-            self.collectors.textfile.interval_secs,
         )?;
         for (name, o) in &self.collectors.schedule {
             if let Some(v) = o.interval_secs {
@@ -531,14 +324,6 @@ impl Config {
             .buzzer
             .validate(button.enabled.then_some(button.gpio))
             .map_err(invalid)?;
-        if self.collectors.netdev.device_include.is_some()
-            && self.collectors.netdev.device_exclude.is_some()
-        {
-            return Err(invalid(
-                "collectors.netdev: device_include and device_exclude are mutually exclusive"
-                    .into(),
-            ));
-        }
         if self
             .node_name
             .as_deref()
@@ -546,16 +331,84 @@ impl Config {
         {
             return Err(invalid("node_name must not be empty".into()));
         }
-        // Build every collector once so bad regular expressions are reported now.
+        self.validate_collector_sections().map_err(invalid)?;
+        // Each collector checks its own section: build every one once, so a bad
+        // regular expression or interval is reported now, not at start.
         let roots = self.roots();
+        let sections = self.collector_sections();
+        let node = self.node_name();
         let ctx = crate::collectors::BuildContext {
             roots: &roots,
-            config: self,
+            sections: &sections,
+            node: &node,
         };
         for spec in crate::collectors::ALL {
             crate::collectors::build(spec, &ctx).map_err(|e| invalid(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Every `[collectors.KEY]` that is not a general key must be the section of a
+    /// collector that reads one.
+    fn validate_collector_sections(&self) -> Result<(), String> {
+        for (key, value) in &self.collectors.sections {
+            let section = format!("collectors.{key}");
+            let owner = crate::collectors::ALL
+                .iter()
+                .find(|s| s.section == Some(section.as_str()));
+            match (owner, value) {
+                (Some(_), toml::Value::Table(_)) => {}
+                (Some(_), other) => {
+                    return Err(format!(
+                        "{section} must be a table ([{section}]), found a {}",
+                        other.type_str()
+                    ));
+                }
+                (None, _) => {
+                    let with_sections: Vec<&str> = crate::collectors::ALL
+                        .iter()
+                        .filter_map(|s| s.section?.strip_prefix("collectors."))
+                        .collect();
+                    return Err(format!(
+                        "unknown key collectors.{key}; the keys are disable_defaults, enable, \
+                         disable, interval_secs, timeout_secs, schedule, and the sections of {}",
+                        with_sections.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The sections collectors read, by name: `collectors.NAME`, `docker`, `builder`.
+    pub fn collector_sections(&self) -> crate::collectors::Sections {
+        let mut sections: crate::collectors::Sections = self
+            .collectors
+            .sections
+            .iter()
+            .filter_map(|(name, value)| {
+                let table = value.as_table()?;
+                Some((format!("collectors.{name}"), table.clone()))
+            })
+            .collect();
+        sections.insert("docker".into(), self.docker.clone());
+        sections.insert("builder".into(), self.builder.clone());
+        sections
+    }
+
+    /// Sets `key` in the section `[collectors.NAME]` (a flag's value).
+    pub fn set_collector_option(&mut self, collector: &str, key: &str, value: String) {
+        let section = self
+            .collectors
+            .sections
+            .entry(collector.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !section.is_table() {
+            *section = toml::Value::Table(toml::Table::new());
+        }
+        if let toml::Value::Table(table) = section {
+            table.insert(key.to_string(), toml::Value::String(value));
+        }
     }
 
     /// The roots from `paths`.
@@ -592,20 +445,6 @@ impl Config {
                 .unwrap_or_else(|| "localhost".into())
         })
     }
-}
-
-/// Whether the TOML sets `collectors.textfile.directory` (so a missing directory is
-/// an error rather than "no files").
-fn text_sets_textfile_directory(text: &str) -> bool {
-    toml::from_str::<toml::Table>(text)
-        .ok()
-        .and_then(|t| {
-            t.get("collectors")?
-                .get("textfile")?
-                .get("directory")
-                .cloned()
-        })
-        .is_some()
 }
 
 /// A rule error as a configuration error: at the expression's place in the file when
@@ -673,10 +512,15 @@ mod tests {
             let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
             config.validate(&path).unwrap_or_else(|e| panic!("{e}"));
             if path.ends_with("agent.toml") {
-                let mut defaults = Config::default();
-                defaults.collectors.textfile.directory_explicit = true;
+                // Collectors' sections are compared with their defaults beside each
+                // collector (`example_section`).
+                let mut config = config;
+                config.collectors.sections.clear();
+                config.docker.clear();
+                config.builder.clear();
                 assert_eq!(
-                    config, defaults,
+                    config,
+                    Config::default(),
                     "config/agent.toml must show the built-in defaults"
                 );
             }
@@ -783,13 +627,27 @@ mod tests {
     }
 
     #[test]
-    fn textfile_directory_explicitness() {
-        let config = Config::parse(
-            "[collectors.textfile]\ndirectory = \"/x\"\n",
-            Path::new("a"),
-        )
-        .expect("parse");
-        assert!(config.collectors.textfile.directory_explicit);
-        assert!(!Config::default().collectors.textfile.directory_explicit);
+    fn a_key_that_is_no_collector_section_is_refused() {
+        for text in [
+            "[collectors]\ninterval_sec = 2\n",
+            "[collectors.cpu]\nx = 1\n",
+            "[collectors]\ndiskstats = 1\n",
+        ] {
+            let config = Config::parse(text, Path::new("a.toml")).expect("parse");
+            let err = config.validate(Path::new("a.toml")).expect_err(text);
+            assert!(err.to_string().contains("collectors."), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_flag_sets_its_collector_section() {
+        let mut config = Config::default();
+        config.set_collector_option("diskstats", "device_exclude", "^sda$".into());
+        let sections = config.collector_sections();
+        assert_eq!(
+            sections["collectors.diskstats"]["device_exclude"].as_str(),
+            Some("^sda$")
+        );
+        config.validate(Path::new("<flags>")).expect("valid");
     }
 }

@@ -23,10 +23,14 @@ use crate::snapshot::Snapshot;
 /// Builds the snapshot and the scheduled collectors from a validated configuration.
 pub fn prepare(config: &Config) -> anyhow::Result<(Arc<Snapshot>, Vec<Scheduled>)> {
     let roots = config.roots();
+    let sections = config.collector_sections();
+    let node = config.node_name();
     let ctx = BuildContext {
         roots: &roots,
-        config,
+        sections: &sections,
+        node: &node,
     };
+    let system_interval = Duration::from_secs_f64(config.collectors.interval_secs);
     let mut slots = Vec::new();
     let mut scheduled = Vec::new();
     for (index, spec) in config.enabled_collectors().into_iter().enumerate() {
@@ -35,7 +39,8 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Arc<Snapshot>, Vec<Scheduled>
         let interval = schedule
             .and_then(|s| s.interval_secs)
             .map(Duration::from_secs_f64)
-            .unwrap_or_else(|| collectors::default_interval(spec.cadence, config));
+            .or_else(|| collector.interval())
+            .unwrap_or_else(|| collectors::default_interval(spec.cadence, system_interval));
         let timeout = Duration::from_secs_f64(
             schedule
                 .and_then(|s| s.timeout_secs)
@@ -203,14 +208,29 @@ pub async fn run(
         + Duration::from_secs(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
-    let alerts = crate::alerts::spawn(&config, snapshot.clone(), stop_rx.clone());
-    let lora = crate::outputs::lora_link::spawn(&config, snapshot.clone(), stop_rx.clone());
-    let remote_write = crate::remote_write::spawn(&config, snapshot.clone(), stop_rx.clone());
+    let bus = Arc::new(crate::alerts::bus::AlertBus::default());
+    bus.show_in_health(&snapshot);
+    let alerts = crate::alerts::spawn(
+        &config.alerts,
+        snapshot.clone(),
+        bus.clone(),
+        stop_rx.clone(),
+    );
+    let lora =
+        crate::outputs::lora_link::spawn(&config, snapshot.clone(), bus.clone(), stop_rx.clone());
+    let remote_write = crate::remote_write::spawn(
+        config.remote_write.as_ref(),
+        &config.node_name(),
+        &config.state_dir,
+        snapshot.clone(),
+        stop_rx.clone(),
+    );
     let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);
     let button = crate::outputs::button::spawn(&config, snapshot.outputs(), stop_rx.clone());
     let display = crate::outputs::oled::spawn(
         &config,
         snapshot.clone(),
+        bus.clone(),
         acks.clone(),
         button.as_ref().map(|b| b.subscribe()),
         stop_rx.clone(),
@@ -219,6 +239,7 @@ pub async fn run(
     let buzzer = crate::outputs::buzzer::spawn(
         &config,
         snapshot.clone(),
+        bus.clone(),
         acks,
         button.as_ref().map(|b| b.subscribe()),
         display.is_none(),
@@ -232,6 +253,7 @@ pub async fn run(
     };
     let mut router = nodewatch_http::router(snapshot.clone(), &options).merge(
         crate::alerts::test_alert::router(
+            bus.clone(),
             snapshot.clone(),
             config.node_name(),
             config.alerts.enabled,

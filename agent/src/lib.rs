@@ -2,29 +2,39 @@
 //! nodes.
 //!
 //! # Layout
-//! - [`cli`]: node_exporter-compatible flags and subcommands.
-//! - [`config`]: the TOML configuration, its defaults and validation.
-//! - [`paths`]: the procfs/sysfs/rootfs roots every read goes through.
-//! - [`collectors`]: one module per collector, each plain blocking code.
-//! - [`metrics`]: building metric families.
-//! - [`scheduler`]: runs collectors in the background with intervals and timeouts.
-//! - [`snapshot`]: the latest results and the cached `/metrics` body.
-//! - [`alerts`]: local alert rules, evaluated on the snapshot; `rules export`.
-//! - [`outputs`]: what the agent drives: the OLED display (simulated without one).
-//! - [`http_client`]: the one HTTP client (plain HTTP GETs to local endpoints).
-//! - [`remote_write`]: pushing metrics to a receiver, with a buffer on disk.
-//! - [`daemon`]: wiring, the HTTP server and shutdown.
+//! Layers from the bottom; a module imports only its own layer and those below
+//! (checked by `tests/tests/layers.rs`):
 //!
-//! Library errors are `thiserror` enums ([`collectors::CollectError`],
+//! 1. **Leaf types**: [`collect_error`] (why a read failed), [`paths`] (the
+//!    procfs/sysfs/rootfs roots every read goes through), [`metrics`] (the metric
+//!    sink), [`http_client`] (plain HTTP to local endpoints).
+//! 2. **Collectors**: [`collectors`], one file per collector, each plain blocking
+//!    code with its own `SPEC` (name, default, section, flags), listed once in
+//!    [`collectors::ALL`].
+//! 3. **Metric store**: [`snapshot`] (the latest results and the cached `/metrics`
+//!    body), [`scheduler`] (runs collectors with intervals and timeouts),
+//!    [`output_registry`] (the outputs' health and families).
+//! 4. **Alert evaluation**: [`alerts`], rules evaluated on the store, and the
+//!    [alert bus](alerts::bus) outputs subscribe to.
+//! 5. **Outputs**: [`outputs`] (OLED, buzzer/LED/button, the LoRa link) and
+//!    [`remote_write`] (pushing to a receiver, with a buffer on disk).
+//! 6. **Daemon and CLI**: [`config`] (the TOML file; each component checks its own
+//!    section), [`cli`] (node_exporter-compatible flags), [`daemon`] (wiring, the
+//!    HTTP server and shutdown).
+//!
+//! Data path: collectors → store → `/metrics`; alerts: store → evaluation → alert
+//! bus → outputs. Library errors are `thiserror` enums ([`collectors::CollectError`],
 //! [`config::ConfigError`]); the binary and [`daemon`] use `anyhow`.
 
 pub mod alerts;
 pub mod cli;
+pub mod collect_error;
 pub mod collectors;
 pub mod config;
 pub mod daemon;
 pub mod http_client;
 pub mod metrics;
+pub mod output_registry;
 pub mod outputs;
 pub mod paths;
 pub mod remote_write;

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::collectors::CollectError;
+use crate::collect_error::CollectError;
 
 /// The configured roots.
 #[derive(Debug, Clone, PartialEq, Eq)]

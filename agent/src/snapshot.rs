@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use nodewatch_http::{ComponentHealth, DetailedHealth, Exposition, HealthStatus, MetricsSource};
 use prometheus::proto::MetricFamily;
-use tokio::sync::watch;
 
 use crate::collectors::CollectorSpec;
 use crate::metrics::MetricSink;
@@ -73,19 +72,26 @@ pub struct Snapshot {
     /// from external families even before (or while) no built-in collector writes them.
     claimed_names: HashSet<&'static str>,
     /// Health and metrics of the outputs (display, …).
-    outputs: crate::outputs::OutputRegistry,
-    /// Firing local alerts, as the last evaluation left them; outputs (buzzer, LoRa)
-    /// subscribe to changes.
-    alerts: watch::Sender<Arc<Vec<crate::alerts::FiringAlert>>>,
+    outputs: crate::output_registry::OutputRegistry,
+    /// The firing alerts for the health endpoint, from whoever owns them (the alert
+    /// bus, a layer up): the store does not know alerting.
+    alerts_view: std::sync::OnceLock<AlertsView>,
     /// Signalled after each collection that changed something, so alert rules are
     /// evaluated at once.
     collected: tokio::sync::Notify,
-    /// A test alert (`POST /api/test-alert`) and when it ends.
-    test_alert: Mutex<Option<(crate::alerts::FiringAlert, Instant)>>,
     /// The refused first-boot configuration import (`daemon::config_import`): the
     /// agent is degraded while it is there.
     config_import_error: std::sync::OnceLock<String>,
     version: String,
+}
+
+/// The firing alerts as JSON objects, read for each health answer.
+pub struct AlertsView(pub Box<dyn Fn() -> Vec<serde_json::Value> + Send + Sync>);
+
+impl std::fmt::Debug for AlertsView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlertsView")
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -128,9 +134,8 @@ impl Snapshot {
             constant: constant.into(),
             builtin_names: RwLock::new(HashSet::new()),
             claimed_names,
-            outputs: crate::outputs::OutputRegistry::default(),
-            alerts: watch::Sender::new(Arc::new(Vec::new())),
-            test_alert: Mutex::new(None),
+            outputs: crate::output_registry::OutputRegistry::default(),
+            alerts_view: std::sync::OnceLock::new(),
             collected: tokio::sync::Notify::new(),
             config_import_error: std::sync::OnceLock::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -225,51 +230,13 @@ impl Snapshot {
     }
 
     /// The outputs' health and metrics.
-    pub fn outputs(&self) -> &crate::outputs::OutputRegistry {
+    pub fn outputs(&self) -> &crate::output_registry::OutputRegistry {
         &self.outputs
     }
 
-    /// Replaces the firing local alerts (after each evaluation).
-    /// Subscribers are woken only when the list changes.
-    pub fn set_alerts(&self, alerts: Vec<crate::alerts::FiringAlert>) {
-        self.alerts.send_if_modified(|current| {
-            if **current == alerts {
-                return false;
-            }
-            *current = Arc::new(alerts);
-            true
-        });
-    }
-
-    /// The firing local alerts, most severe first.
-    pub fn alerts(&self) -> Vec<crate::alerts::FiringAlert> {
-        self.alerts.borrow().as_ref().clone()
-    }
-
-    /// Adds a test alert to the firing alerts until `until` (published at once).
-    pub fn inject_test_alert(&self, alert: crate::alerts::FiringAlert, until: Instant) {
-        *self.test_alert.lock().unwrap_or_else(|e| e.into_inner()) = Some((alert.clone(), until));
-        let mut current = self.alerts();
-        current.retain(|a| a.alertname != crate::alerts::test_alert::TEST_ALERT_NAME);
-        self.set_alerts(crate::alerts::with_test_alert(current, Some(alert)));
-    }
-
-    /// The test alert, while it lasts at `now`.
-    pub fn test_alert(&self, now: Instant) -> Option<crate::alerts::FiringAlert> {
-        let mut slot = self.test_alert.lock().unwrap_or_else(|e| e.into_inner());
-        match &*slot {
-            Some((alert, until)) if now < *until => Some(alert.clone()),
-            Some(_) => {
-                *slot = None;
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Follows the firing local alerts: the receiver sees each new list.
-    pub fn subscribe_alerts(&self) -> watch::Receiver<Arc<Vec<crate::alerts::FiringAlert>>> {
-        self.alerts.subscribe()
+    /// Where the health endpoint reads the firing alerts from (set once, at start).
+    pub fn set_alerts_view(&self, view: AlertsView) {
+        let _ = self.alerts_view.set(view);
     }
 
     /// Records a refused first-boot configuration import (once, at start).
@@ -374,11 +341,10 @@ impl MetricsSource for Snapshot {
             collectors,
             outputs,
             alerts: self
-                .alerts
-                .borrow()
-                .iter()
-                .filter_map(|a| serde_json::to_value(a).ok())
-                .collect(),
+                .alerts_view
+                .get()
+                .map(|view| (view.0)())
+                .unwrap_or_default(),
             config_import: Some(nodewatch_http::ConfigImportHealth {
                 ok: import_error.is_none(),
                 error: import_error,

@@ -20,6 +20,7 @@
 //! series per rule: 1 while any instance fires, else 0) and listed under `alerts` in
 //! `/api/health/detailed`.
 
+pub mod bus;
 pub mod export;
 pub mod expr;
 pub mod sound;
@@ -36,6 +37,7 @@ use tokio::sync::watch;
 
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
+use bus::AlertBus;
 use expr::{Expr, Families, Labels};
 use template::Template;
 
@@ -77,7 +79,7 @@ pub struct AlertsConfig {
     /// Extra rules; one named like a built-in rule replaces it. Default none.
     pub rules: Vec<RuleConfig>,
     /// The buzzer and status LED on GPIO (`[alerts.buzzer]`).
-    pub buzzer: crate::outputs::buzzer::BuzzerConfig,
+    pub buzzer: sound::BuzzerConfig,
 }
 
 impl Default for AlertsConfig {
@@ -88,7 +90,7 @@ impl Default for AlertsConfig {
             disable: Vec::new(),
             evaluation_interval_secs: 1.0,
             rules: Vec::new(),
-            buzzer: crate::outputs::buzzer::BuzzerConfig::default(),
+            buzzer: sound::BuzzerConfig::default(),
         }
     }
 }
@@ -543,6 +545,7 @@ fn collector_success(snapshot: &Snapshot) -> Vec<MetricFamily> {
 pub fn evaluate_snapshot(
     evaluator: &mut Evaluator,
     snapshot: &Snapshot,
+    bus: &AlertBus,
     now: Instant,
 ) -> Vec<Transition> {
     let held: Vec<Arc<Vec<MetricFamily>>> = snapshot
@@ -557,10 +560,7 @@ pub fn evaluate_snapshot(
     }
     families.extend(&meta);
     let transitions = evaluator.evaluate(&families, now);
-    snapshot.set_alerts(with_test_alert(
-        evaluator.firing(),
-        snapshot.test_alert(now),
-    ));
+    bus.set_alerts(with_test_alert(evaluator.firing(), bus.test_alert(now)));
     snapshot
         .outputs()
         .set_metrics("alerts", &evaluator.metrics());
@@ -588,21 +588,22 @@ pub fn with_test_alert(
 /// Starts the evaluation loop, unless alerting is off. Rules were checked by
 /// `Config::parse`; a rule that fails to compile here is logged and left out.
 pub fn spawn(
-    config: &crate::config::Config,
+    config: &AlertsConfig,
     snapshot: Arc<Snapshot>,
+    bus: Arc<AlertBus>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    if !config.alerts.enabled {
+    if !config.enabled {
         return None;
     }
-    let rules = match compile(&config.alerts) {
+    let rules = match compile(config) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "Local alerting is off.");
             return None;
         }
     };
-    let period = Duration::from_secs_f64(config.alerts.evaluation_interval_secs);
+    let period = Duration::from_secs_f64(config.evaluation_interval_secs);
     Some(tokio::spawn(async move {
         let mut evaluator = Evaluator::new(rules);
         let mut ticker = tokio::time::interval(period);
@@ -629,7 +630,7 @@ pub fn spawn(
             let _ = futures_util::FutureExt::now_or_never(snapshot.collected());
             last = Some(tokio::time::Instant::now());
             let now = tokio::time::Instant::now().into_std();
-            for t in evaluate_snapshot(&mut evaluator, &snapshot, now) {
+            for t in evaluate_snapshot(&mut evaluator, &snapshot, &bus, now) {
                 match t {
                     Transition::Firing(a) => tracing::warn!(
                         alertname = a.alertname.as_str(),

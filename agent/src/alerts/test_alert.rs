@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 
+use super::bus::AlertBus;
 use super::{FiringAlert, Severity};
 use crate::snapshot::Snapshot;
 
@@ -75,16 +76,19 @@ pub fn test_alert(severity: Severity, node: &str) -> FiringAlert {
 
 #[derive(Debug)]
 struct TestAlertState {
+    bus: Arc<AlertBus>,
+    /// For the outputs' health in the answer.
     snapshot: Arc<Snapshot>,
     node: String,
     alerting: bool,
 }
 
 /// `POST /api/test-alert` on the agent's router.
-pub fn router(snapshot: Arc<Snapshot>, node: String, alerting: bool) -> Router {
+pub fn router(bus: Arc<AlertBus>, snapshot: Arc<Snapshot>, node: String, alerting: bool) -> Router {
     Router::new()
         .route("/api/test-alert", post(handle))
         .with_state(Arc::new(TestAlertState {
+            bus,
             snapshot,
             node,
             alerting,
@@ -123,7 +127,7 @@ async fn handle(
     }
     let alert = test_alert(request.severity, &state.node);
     let until = tokio::time::Instant::now().into_std() + Duration::from_secs(request.duration_secs);
-    state.snapshot.inject_test_alert(alert, until);
+    state.bus.inject_test_alert(alert, until);
     tracing::warn!(
         severity = request.severity.as_str(),
         duration_secs = request.duration_secs,
@@ -235,20 +239,25 @@ mod tests {
     #[tokio::test]
     async fn only_loopback_clients_may_fire_a_test_alert() {
         let snap = snapshot();
+        let bus = Arc::new(AlertBus::default());
         let (status, body) = post_from(
-            router(snap.clone(), "pi-a".into(), true),
+            router(bus.clone(), snap.clone(), "pi-a".into(), true),
             "192.168.1.20:5000",
             "",
         )
         .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        assert!(snap.alerts().is_empty());
+        assert!(bus.alerts().is_empty());
         for peer in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
-            let (status, body) =
-                post_from(router(snap.clone(), "pi-a".into(), true), peer, "").await;
+            let (status, body) = post_from(
+                router(bus.clone(), snap.clone(), "pi-a".into(), true),
+                peer,
+                "",
+            )
+            .await;
             assert_eq!(status, StatusCode::OK, "{peer}: {body}");
         }
-        let alerts = snap.alerts();
+        let alerts = bus.alerts();
         assert_eq!(alerts.len(), 1);
         assert_eq!(alerts[0].alertname, TEST_ALERT_NAME);
         assert_eq!(alerts[0].severity, Severity::Critical);
@@ -258,8 +267,9 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_are_refused_with_the_reason() {
         let snap = snapshot();
+        let bus = Arc::new(AlertBus::default());
         let (status, body) = post_from(
-            router(snap.clone(), "pi-a".into(), true),
+            router(bus.clone(), snap.clone(), "pi-a".into(), true),
             "127.0.0.1:1",
             "?duration_secs=0",
         )
@@ -267,33 +277,33 @@ mod tests {
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("duration_secs"), "{body}");
         let (status, _) = post_from(
-            router(snap.clone(), "pi-a".into(), true),
+            router(bus.clone(), snap.clone(), "pi-a".into(), true),
             "127.0.0.1:1",
             "?severity=loud",
         )
         .await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         let (status, body) = post_from(
-            router(snap.clone(), "pi-a".into(), false),
+            router(bus.clone(), snap.clone(), "pi-a".into(), false),
             "127.0.0.1:1",
             "",
         )
         .await;
         assert_eq!(status, StatusCode::CONFLICT);
         assert!(body.contains("alerts.enabled"), "{body}");
-        assert!(snap.alerts().is_empty());
+        assert!(bus.alerts().is_empty());
     }
 
     #[test]
     fn the_test_alert_ends_and_takes_its_place_by_severity() {
-        let snap = snapshot();
+        let bus = Arc::new(AlertBus::default());
         let now = std::time::Instant::now();
-        snap.inject_test_alert(
+        bus.inject_test_alert(
             test_alert(Severity::Warning, "n"),
             now + Duration::from_secs(5),
         );
-        assert!(snap.test_alert(now).is_some());
-        assert!(snap.test_alert(now + Duration::from_secs(6)).is_none());
+        assert!(bus.test_alert(now).is_some());
+        assert!(bus.test_alert(now + Duration::from_secs(6)).is_none());
         let mut critical = test_alert(Severity::Critical, "n");
         critical.alertname = "UnderVoltage".into();
         let mut info = test_alert(Severity::Info, "n");

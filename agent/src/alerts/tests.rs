@@ -292,6 +292,8 @@ fn collector_failure_rule_sees_synthesised_success() {
         collectors::spec("loadavg").expect("spec"),
         Duration::from_secs(2),
     )]);
+    let bus = Arc::new(AlertBus::default());
+    bus.show_in_health(&snapshot);
     let config = AlertsConfig {
         default_rules: false,
         rules: vec![rule(
@@ -304,18 +306,18 @@ fn collector_failure_rule_sees_synthesised_success() {
     let mut e = Evaluator::new(compile(&config).expect("compile"));
     let t0 = Instant::now();
     assert!(
-        evaluate_snapshot(&mut e, &snapshot, t0).is_empty(),
+        evaluate_snapshot(&mut e, &snapshot, &bus, t0).is_empty(),
         "not collected yet"
     );
     snapshot.store_failure(0, "no such file".into(), true, Duration::from_millis(1));
     assert!(
-        evaluate_snapshot(&mut e, &snapshot, t0).is_empty(),
+        evaluate_snapshot(&mut e, &snapshot, &bus, t0).is_empty(),
         "no data on this machine is not a failure"
     );
     snapshot.store_failure(0, "boom".into(), false, Duration::from_millis(1));
-    let out = evaluate_snapshot(&mut e, &snapshot, t0 + Duration::from_secs(1));
+    let out = evaluate_snapshot(&mut e, &snapshot, &bus, t0 + Duration::from_secs(1));
     assert!(matches!(&out[..], [Transition::Firing(a)] if a.labels["collector"] == "loadavg"));
-    assert_eq!(snapshot.alerts().len(), 1);
+    assert_eq!(bus.alerts().len(), 1);
     let health = nodewatch_http::MetricsSource::health(&snapshot);
     assert_eq!(health.alerts[0]["alertname"], "CollectorFailing");
     assert_eq!(health.alerts[0]["severity"], "warning");
@@ -336,6 +338,7 @@ async fn the_loop_fires_with_paused_time() {
         collectors::spec("loadavg").expect("spec"),
         Duration::from_secs(2),
     )]));
+    let bus = Arc::new(AlertBus::default());
     let mut sink = MetricSink::new();
     sink.gauge("intmax_builder_ready", "r", &[("node", "pi")], 0.0);
     snapshot.store_success(0, sink.into_families(), Duration::from_millis(1));
@@ -350,11 +353,11 @@ async fn the_loop_fires_with_paused_time() {
         "",
     )];
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = spawn(&config, snapshot.clone(), stop_rx).expect("enabled");
+    let task = spawn(&config.alerts, snapshot.clone(), bus.clone(), stop_rx).expect("enabled");
     tokio::time::sleep(Duration::from_millis(9_500)).await;
-    assert!(snapshot.alerts().is_empty(), "still pending at 9.5 s");
+    assert!(bus.alerts().is_empty(), "still pending at 9.5 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(snapshot.alerts().len(), 1, "firing after 10 s");
+    assert_eq!(bus.alerts().len(), 1, "firing after 10 s");
     let _ = stop_tx.send(true);
     let _ = task.await;
 }

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -25,6 +25,11 @@ impl ArpCollector {
         Self { roots }
     }
 }
+
+/// The `arp` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("arp", |ctx| {
+    Ok(Box::new(ArpCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for ArpCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use super::netclass::parse_hex;
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -79,6 +79,11 @@ impl ConntrackCollector {
         Self { roots }
     }
 }
+
+/// The `conntrack` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("conntrack", |ctx| {
+    Ok(Box::new(ConntrackCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for ConntrackCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

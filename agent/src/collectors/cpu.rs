@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::stat::{CpuTimes, parse_proc_stat};
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file, read_u64};
 
@@ -67,6 +67,11 @@ impl CpuCollector {
         }
     }
 }
+
+/// The `cpu` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("cpu", |ctx| {
+    Ok(Box::new(CpuCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for CpuCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

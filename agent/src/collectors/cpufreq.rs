@@ -16,7 +16,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 use super::cpu::cpu_dirs;
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -66,6 +66,11 @@ impl CpufreqCollector {
         Self { roots }
     }
 }
+
+/// The `cpufreq` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("cpufreq", |ctx| {
+    Ok(Box::new(CpufreqCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for CpufreqCollector {
     /// A machine without cpufreq (most VMs) succeeds with no samples, as in 1.5.

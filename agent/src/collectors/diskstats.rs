@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::DiskstatsConfig;
+use super::{BuildError, CollectError, Collector, CollectorOption, CollectorSpec, compile_regex};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -168,6 +168,46 @@ const ATA_PROPERTIES: [(&str, &str, &str); 3] = [
         "ATA disk rotation rate in RPMs (0 for SSDs).",
     ),
 ];
+
+/// node_exporter 1.5's default `--collector.diskstats.device-exclude`.
+pub const DEFAULT_DISKSTATS_DEVICE_EXCLUDE: &str =
+    "^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\\d+n\\d+p)\\d+$";
+
+/// Diskstats collector filters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiskstatsConfig {
+    /// Devices matching this are left out (partitions, loop and ram devices).
+    /// Default: node_exporter's.
+    pub device_exclude: String,
+}
+
+impl Default for DiskstatsConfig {
+    fn default() -> Self {
+        Self {
+            device_exclude: DEFAULT_DISKSTATS_DEVICE_EXCLUDE.into(),
+        }
+    }
+}
+
+/// The `diskstats` collector: `[collectors.diskstats]`.
+pub const SPEC: CollectorSpec = CollectorSpec::system("diskstats", |ctx| {
+    let config: DiskstatsConfig = ctx.section("diskstats", "collectors.diskstats")?;
+    Ok(Box::new(DiskstatsCollector::new(
+        ctx.roots.clone(),
+        &config,
+    )?))
+})
+.with_section(
+    "collectors.diskstats",
+    &[CollectorOption {
+        flag: "device-exclude",
+        aliases: &["ignored-devices"],
+        key: "device_exclude",
+        value_name: "REGEX",
+        help: "Block devices to leave out (regular expression).",
+    }],
+);
 
 /// Reads `/proc/diskstats` and udev's database.
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //! reseed interval and fails when one of them is malformed; we read only the two files
 //! we export.
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_u64};
 
@@ -22,6 +22,11 @@ impl EntropyCollector {
         Self { roots }
     }
 }
+
+/// The `entropy` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("entropy", |ctx| {
+    Ok(Box::new(EntropyCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for EntropyCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -19,6 +19,11 @@ impl FilefdCollector {
         Self { roots }
     }
 }
+
+/// The `filefd` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("filefd", |ctx| {
+    Ok(Box::new(FilefdCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for FilefdCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

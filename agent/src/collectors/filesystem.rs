@@ -26,9 +26,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::FilesystemConfig;
+use super::{BuildError, CollectError, Collector, CollectorOption, CollectorSpec, compile_regex};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -71,6 +71,58 @@ pub struct FilesystemCollector {
     statfs: StatFn,
     mount_timeout: Duration,
 }
+
+/// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`.
+pub const DEFAULT_MOUNT_POINTS_EXCLUDE: &str =
+    "^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)";
+/// node_exporter 1.5's default `--collector.filesystem.fs-types-exclude`.
+pub const DEFAULT_FS_TYPES_EXCLUDE: &str = "^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$";
+/// Filesystem collector filters (regular expressions, unanchored as in node_exporter).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesystemConfig {
+    /// Mount points to leave out. Default: node_exporter's.
+    pub mount_points_exclude: String,
+    /// Filesystem types to leave out. Default: node_exporter's.
+    pub fs_types_exclude: String,
+}
+
+impl Default for FilesystemConfig {
+    fn default() -> Self {
+        Self {
+            mount_points_exclude: DEFAULT_MOUNT_POINTS_EXCLUDE.into(),
+            fs_types_exclude: DEFAULT_FS_TYPES_EXCLUDE.into(),
+        }
+    }
+}
+
+/// The `filesystem` collector: `[collectors.filesystem]`.
+pub const SPEC: CollectorSpec = CollectorSpec::system("filesystem", |ctx| {
+    let config: FilesystemConfig = ctx.section("filesystem", "collectors.filesystem")?;
+    Ok(Box::new(FilesystemCollector::new(
+        ctx.roots.clone(),
+        &config,
+    )?))
+})
+.with_section(
+    "collectors.filesystem",
+    &[
+        CollectorOption {
+            flag: "mount-points-exclude",
+            aliases: &["ignored-mount-points"],
+            key: "mount_points_exclude",
+            value_name: "REGEX",
+            help: "Mount points to leave out (regular expression).",
+        },
+        CollectorOption {
+            flag: "fs-types-exclude",
+            aliases: &["ignored-fs-types"],
+            key: "fs_types_exclude",
+            value_name: "REGEX",
+            help: "Filesystem types to leave out (regular expression).",
+        },
+    ],
+);
 
 impl FilesystemCollector {
     /// A collector reading under `roots`; fails when an exclusion is not a valid regular

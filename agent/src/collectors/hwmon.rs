@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use prometheus::proto::MetricType;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::{MetricSink, metric_with_labels};
 use crate::paths::Roots;
 
@@ -66,6 +66,11 @@ impl HwmonCollector {
         Self { roots }
     }
 }
+
+/// The `hwmon` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("hwmon", |ctx| {
+    Ok(Box::new(HwmonCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for HwmonCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -21,6 +21,11 @@ impl LoadavgCollector {
         Self { roots }
     }
 }
+
+/// The `loadavg` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("loadavg", |ctx| {
+    Ok(Box::new(LoadavgCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for LoadavgCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -25,6 +25,11 @@ impl MeminfoCollector {
         Self { roots }
     }
 }
+
+/// The `meminfo` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("meminfo", |ctx| {
+    Ok(Box::new(MeminfoCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for MeminfoCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -5,10 +5,8 @@
 //! [scheduler](crate::scheduler) runs it on a blocking thread, on its own interval and
 //! under its own timeout, so a slow or hung collector never holds a scrape.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -42,70 +40,19 @@ pub mod udp_queues;
 pub mod uname;
 pub mod vmstat;
 
-/// Why a collection failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CollectError {
-    /// The source does not exist on this machine (no PSI, no conntrack module, no
-    /// hwmon). As in node_exporter, `success` is 0, but it is logged at debug level
-    /// and does not make the agent's health degraded.
-    #[error("no data: {0}")]
-    NoData(String),
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A file did not have the expected shape.
-    #[error("cannot parse {path}{}: {reason}", line.map(|l| format!(" line {l}")).unwrap_or_default())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line, when known.
-        line: Option<usize>,
-        /// What was wrong.
-        reason: String,
-    },
-    /// Anything else (a system call failed, ...).
-    #[error("{0}")]
-    Other(String),
-}
-
-impl CollectError {
-    /// An I/O error on `path`; ENOENT becomes [`CollectError::NoData`].
-    pub fn io(path: &Path, source: std::io::Error) -> Self {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            CollectError::NoData(format!("{} does not exist", path.display()))
-        } else {
-            CollectError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
-        }
-    }
-
-    /// A parse error in `path`, at `line` (1-based) when known.
-    pub fn parse(path: &Path, line: Option<usize>, reason: impl Into<String>) -> Self {
-        CollectError::Parse {
-            path: path.to_path_buf(),
-            line,
-            reason: reason.into(),
-        }
-    }
-
-    /// Whether this is "no data" rather than a failure.
-    pub fn is_no_data(&self) -> bool {
-        matches!(self, CollectError::NoData(_))
-    }
-}
+pub use crate::collect_error::CollectError;
 
 /// A source of metrics, run on a blocking thread by the scheduler.
 pub trait Collector: Send + Sync + 'static {
     /// Reads the source and writes its samples into `out`. On error, whatever was
     /// written is discarded.
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError>;
+
+    /// Its own interval when its section sets one (`collectors.textfile.interval_secs`);
+    /// `None` takes its cadence's.
+    fn interval(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// How often a kind of collector runs by default (design §2).
@@ -113,8 +60,6 @@ pub trait Collector: Send + Sync + 'static {
 pub enum Cadence {
     /// System and Pi collectors: `collectors.interval_secs` (2 s).
     System,
-    /// The textfile collector: `collectors.textfile.interval_secs` (5 s).
-    Textfile,
     /// Collectors that render state kept current by a background task (Docker events,
     /// builder health checks): every [`WATCH_INTERVAL`], so a change reaches
     /// `/metrics` well within a second while a run costs microseconds.
@@ -124,7 +69,27 @@ pub enum Cadence {
 /// Interval of [`Cadence::Watch`] collectors.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// A collector known to the agent.
+/// Makes a collector from its configuration section.
+pub type BuildFn = fn(&BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError>;
+
+/// A node_exporter option flag of a collector: `--collector.NAME.FLAG VALUE` sets `key`
+/// in the collector's section.
+#[derive(Debug, Clone, Copy)]
+pub struct CollectorOption {
+    /// The flag after `--collector.NAME.` (`device-exclude`).
+    pub flag: &'static str,
+    /// Older node_exporter spellings of the flag (`ignored-devices`).
+    pub aliases: &'static [&'static str],
+    /// The key it sets in the section (`device_exclude`).
+    pub key: &'static str,
+    /// The value's name in `--help` (`REGEX`).
+    pub value_name: &'static str,
+    /// The line in `--help`.
+    pub help: &'static str,
+}
+
+/// A collector known to the agent: everything about it lives in its own file, which
+/// defines its `SPEC`; [`ALL`] lists them.
 #[derive(Debug, Clone, Copy)]
 pub struct CollectorSpec {
     /// Its name in flags (`--collector.NAME`), config and `node_scrape_collector_*`.
@@ -143,78 +108,76 @@ pub struct CollectorSpec {
     /// builder family absent until configured): external families of these names are
     /// dropped whenever this collector is enabled.
     pub claims: &'static [&'static str],
+    /// The configuration section it reads (`collectors.diskstats`, `docker`), if any.
+    pub section: Option<&'static str>,
+    /// Its option flags.
+    pub options: &'static [CollectorOption],
+    /// Makes it.
+    pub build: BuildFn,
 }
 
-const fn system(name: &'static str) -> CollectorSpec {
-    CollectorSpec {
-        name,
-        default_enabled: true,
-        cadence: Cadence::System,
-        internal: false,
-        external: false,
-        claims: &[],
+impl CollectorSpec {
+    /// A collector on by default, on the system cadence, with no section.
+    pub const fn system(name: &'static str, build: BuildFn) -> Self {
+        CollectorSpec {
+            name,
+            default_enabled: true,
+            cadence: Cadence::System,
+            internal: false,
+            external: false,
+            claims: &[],
+            section: None,
+            options: &[],
+            build,
+        }
+    }
+
+    /// The same, reading `section` and taking `options`.
+    pub const fn with_section(
+        self,
+        section: &'static str,
+        options: &'static [CollectorOption],
+    ) -> Self {
+        CollectorSpec {
+            section: Some(section),
+            options,
+            ..self
+        }
     }
 }
 
-/// Every collector, in the order their samples appear in `/metrics`.
+/// Every collector, in the order their samples appear in `/metrics`. A new collector
+/// is its file (with its `SPEC`) plus one line here.
 pub const ALL: &[CollectorSpec] = &[
-    system("arp"),
-    system("conntrack"),
-    system("cpu"),
-    system("cpufreq"),
-    system("diskstats"),
-    CollectorSpec {
-        name: "docker",
-        default_enabled: true,
-        cadence: Cadence::Watch,
-        internal: false,
-        external: false,
-        claims: &[],
-    },
-    system("entropy"),
-    system("filefd"),
-    system("filesystem"),
-    system("hwmon"),
-    CollectorSpec {
-        name: "intmax_builder",
-        default_enabled: true,
-        cadence: Cadence::Watch,
-        internal: false,
-        external: false,
-        claims: intmax_builder::FAMILIES,
-    },
-    system("loadavg"),
-    system("meminfo"),
-    system("netclass"),
-    system("netdev"),
-    system("netstat"),
-    system("pi"),
-    system("pressure"),
-    system("sockstat"),
-    system("softnet"),
-    system("stat"),
-    CollectorSpec {
-        name: "textfile",
-        default_enabled: true,
-        cadence: Cadence::Textfile,
-        internal: false,
-        external: true,
-        claims: &[],
-    },
-    system("thermal_zone"),
-    system("time"),
-    system("timex"),
-    system("udp_queues"),
-    system("uname"),
-    system("vmstat"),
-    CollectorSpec {
-        name: "process",
-        default_enabled: true,
-        cadence: Cadence::System,
-        internal: true,
-        external: false,
-        claims: &[],
-    },
+    arp::SPEC,
+    conntrack::SPEC,
+    cpu::SPEC,
+    cpufreq::SPEC,
+    diskstats::SPEC,
+    docker::SPEC,
+    entropy::SPEC,
+    filefd::SPEC,
+    filesystem::SPEC,
+    hwmon::SPEC,
+    intmax_builder::SPEC,
+    loadavg::SPEC,
+    meminfo::SPEC,
+    netclass::SPEC,
+    netdev::SPEC,
+    netstat::SPEC,
+    pi::SPEC,
+    pressure::SPEC,
+    sockstat::SPEC,
+    softnet::SPEC,
+    stat::SPEC,
+    textfile::SPEC,
+    thermal_zone::SPEC,
+    time::SPEC,
+    timex::SPEC,
+    udp_queues::SPEC,
+    uname::SPEC,
+    vmstat::SPEC,
+    process::SPEC,
 ];
 
 /// Looks a collector up by name.
@@ -222,13 +185,46 @@ pub fn spec(name: &str) -> Option<&'static CollectorSpec> {
     ALL.iter().find(|s| s.name == name)
 }
 
+/// The configuration sections collectors read, by name (`collectors.diskstats`,
+/// `docker`, `builder`), as TOML tables: each collector parses and checks its own.
+pub type Sections = std::collections::BTreeMap<String, toml::Table>;
+
 /// Everything a collector may need when it is built.
 #[derive(Debug, Clone)]
 pub struct BuildContext<'a> {
     /// The roots every path goes through.
     pub roots: &'a Roots,
-    /// The whole (validated) configuration.
-    pub config: &'a Config,
+    /// The configuration sections.
+    pub sections: &'a Sections,
+    /// The node's name (`node` label of the builder's families).
+    pub node: &'a str,
+}
+
+impl BuildContext<'_> {
+    /// The section `key` parsed as `T` (its defaults when the section is absent).
+    pub fn section<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        collector: &'static str,
+        key: &str,
+    ) -> Result<T, BuildError> {
+        let Some(table) = self.sections.get(key) else {
+            return Ok(T::default());
+        };
+        table
+            .clone()
+            .try_into()
+            .map_err(|e: toml::de::Error| BuildError {
+                collector,
+                reason: format!("[{key}]: {}", e.message().trim_end()),
+            })
+    }
+
+    /// Whether the section `key` sets `field` (a value given, not a default).
+    pub fn sets(&self, key: &str, field: &str) -> bool {
+        self.sections
+            .get(key)
+            .is_some_and(|t| t.contains_key(field))
+    }
 }
 
 /// Error building a collector from its configuration.
@@ -246,58 +242,21 @@ pub fn build(
     spec: &CollectorSpec,
     ctx: &BuildContext<'_>,
 ) -> Result<Box<dyn Collector>, BuildError> {
-    let roots = ctx.roots.clone();
-    Ok(match spec.name {
-        "arp" => Box::new(arp::ArpCollector::new(roots)),
-        "conntrack" => Box::new(conntrack::ConntrackCollector::new(roots)),
-        "cpu" => Box::new(cpu::CpuCollector::new(roots)),
-        "cpufreq" => Box::new(cpufreq::CpufreqCollector::new(roots)),
-        "diskstats" => Box::new(diskstats::DiskstatsCollector::new(
-            roots,
-            &ctx.config.collectors.diskstats,
-        )?),
-        "docker" => Box::new(docker::DockerCollector::new(&ctx.config.docker)?),
-        "entropy" => Box::new(entropy::EntropyCollector::new(roots)),
-        "filefd" => Box::new(filefd::FilefdCollector::new(roots)),
-        "filesystem" => Box::new(filesystem::FilesystemCollector::new(
-            roots,
-            &ctx.config.collectors.filesystem,
-        )?),
-        "hwmon" => Box::new(hwmon::HwmonCollector::new(roots)),
-        "intmax_builder" => Box::new(intmax_builder::BuilderCollector::new(roots, ctx.config)?),
-        "loadavg" => Box::new(loadavg::LoadavgCollector::new(roots)),
-        "meminfo" => Box::new(meminfo::MeminfoCollector::new(roots)),
-        "netclass" => Box::new(netclass::NetclassCollector::new(
-            roots,
-            &ctx.config.collectors.netclass,
-        )?),
-        "netdev" => Box::new(netdev::NetdevCollector::new(
-            roots,
-            &ctx.config.collectors.netdev,
-        )?),
-        "netstat" => Box::new(netstat::NetstatCollector::new(roots)),
-        "pi" => Box::new(pi::PiCollector::new(roots)),
-        "pressure" => Box::new(pressure::PressureCollector::new(roots)),
-        "process" => Box::new(process::ProcessCollector::new()),
-        "sockstat" => Box::new(sockstat::SockstatCollector::new(roots)),
-        "softnet" => Box::new(softnet::SoftnetCollector::new(roots)),
-        "stat" => Box::new(stat::StatCollector::new(roots)),
-        "textfile" => Box::new(textfile::TextfileCollector::new(
-            &ctx.config.collectors.textfile,
-        )),
-        "thermal_zone" => Box::new(thermal_zone::ThermalZoneCollector::new(roots)),
-        "time" => Box::new(time::TimeCollector::new(roots)),
-        "timex" => Box::new(timex::TimexCollector::new()),
-        "udp_queues" => Box::new(udp_queues::UdpQueuesCollector::new(roots)),
-        "uname" => Box::new(uname::UnameCollector::new()),
-        "vmstat" => Box::new(vmstat::VmstatCollector::new(roots)),
-        other => {
-            return Err(BuildError {
-                collector: spec.name,
-                reason: format!("unknown collector {other:?}"),
-            });
-        }
-    })
+    (spec.build)(ctx)
+}
+
+/// A duration in seconds from configuration: above 0 and at most a day.
+pub fn seconds(collector: &'static str, key: &str, value: f64) -> Result<Duration, BuildError> {
+    if value.is_finite() && value > 0.0 && value <= 86_400.0 {
+        Ok(Duration::from_secs_f64(value))
+    } else {
+        Err(BuildError {
+            collector,
+            reason: format!(
+                "{key} must be a number of seconds above 0 and at most 86400, found {value}"
+            ),
+        })
+    }
 }
 
 /// A compiled regular expression from configuration, with the text it came from.
@@ -312,11 +271,10 @@ pub fn compile_regex(
     })
 }
 
-/// Default interval of a cadence.
-pub fn default_interval(cadence: Cadence, config: &Config) -> Duration {
+/// Default interval of a cadence, given `collectors.interval_secs`.
+pub fn default_interval(cadence: Cadence, system_interval: Duration) -> Duration {
     match cadence {
-        Cadence::System => Duration::from_secs_f64(config.collectors.interval_secs),
-        Cadence::Textfile => Duration::from_secs_f64(config.collectors.textfile.interval_secs),
+        Cadence::System => system_interval,
         Cadence::Watch => WATCH_INTERVAL,
     }
 }
@@ -324,6 +282,8 @@ pub fn default_interval(cadence: Cadence, config: &Config) -> Duration {
 #[cfg(test)]
 pub(crate) mod test_support {
     //! Helpers for collector unit tests on the committed fixture trees.
+
+    use std::path::{Path, PathBuf};
 
     use super::*;
 
@@ -441,5 +401,130 @@ pub(crate) mod test_support {
             }
         }
         panic!("no sample {series} in:\n{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// The sections of `config/agent.toml`, the commented example.
+    fn example_sections() -> Sections {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/agent.toml");
+        let text = std::fs::read_to_string(&path).expect("config/agent.toml");
+        let table: toml::Table = toml::from_str(&text).expect("toml");
+        let mut sections = Sections::new();
+        for (key, value) in &table {
+            match (key.as_str(), value) {
+                ("collectors", toml::Value::Table(collectors)) => {
+                    for (name, value) in collectors {
+                        if let toml::Value::Table(t) = value {
+                            sections.insert(format!("collectors.{name}"), t.clone());
+                        }
+                    }
+                }
+                (_, toml::Value::Table(t)) => {
+                    sections.insert(key.clone(), t.clone());
+                }
+                _ => {}
+            }
+        }
+        sections
+    }
+
+    /// `config/agent.toml` spells out each collector's defaults.
+    #[test]
+    fn example_config_shows_each_collector_default() {
+        let sections = example_sections();
+        let roots = Roots::default();
+        let ctx = BuildContext {
+            roots: &roots,
+            sections: &sections,
+            node: "pi",
+        };
+        fn same<T: serde::de::DeserializeOwned + Default + PartialEq + std::fmt::Debug>(
+            ctx: &BuildContext<'_>,
+            key: &str,
+        ) {
+            let parsed: T = ctx.section("test", key).expect(key);
+            assert_eq!(parsed, T::default(), "[{key}] in config/agent.toml");
+        }
+        same::<textfile::TextfileConfig>(&ctx, "collectors.textfile");
+        same::<filesystem::FilesystemConfig>(&ctx, "collectors.filesystem");
+        same::<netdev::NetdevConfig>(&ctx, "collectors.netdev");
+        same::<netclass::NetclassConfig>(&ctx, "collectors.netclass");
+        same::<diskstats::DiskstatsConfig>(&ctx, "collectors.diskstats");
+        same::<docker::DockerConfig>(&ctx, "docker");
+        same::<intmax_builder::BuilderConfig>(&ctx, "builder");
+        // Every section in the example belongs to a collector that reads it.
+        for key in sections.keys().filter(|k| k.starts_with("collectors.")) {
+            assert!(
+                key == "collectors.schedule" || ALL.iter().any(|s| s.section == Some(key)),
+                "[{key}] is no collector's section"
+            );
+        }
+    }
+
+    /// Names are unique, options belong to collectors with a section, and a section's
+    /// error names the section and the key.
+    #[test]
+    fn registry_is_consistent() {
+        let mut names: Vec<&str> = ALL.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ALL.len(), "duplicate collector name");
+        for spec in ALL.iter().filter(|s| !s.options.is_empty()) {
+            assert!(
+                spec.section.is_some(),
+                "{} has options but no section",
+                spec.name
+            );
+        }
+        let mut sections = Sections::new();
+        let mut bad = toml::Table::new();
+        bad.insert("device_exclud".into(), toml::Value::String("x".into()));
+        sections.insert("collectors.diskstats".into(), bad);
+        let roots = Roots::default();
+        let ctx = BuildContext {
+            roots: &roots,
+            sections: &sections,
+            node: "pi",
+        };
+        let err = build(spec("diskstats").expect("spec"), &ctx)
+            .err()
+            .expect("unknown key");
+        let text = err.to_string();
+        assert!(
+            text.contains("[collectors.diskstats]") && text.contains("device_exclud"),
+            "{text}"
+        );
+    }
+
+    /// A configured textfile directory (file or flag) that is missing is an error; the
+    /// default one is "no files".
+    #[test]
+    fn textfile_directory_set_in_its_section_is_explicit() {
+        let roots = Roots::default();
+        let mut sections = Sections::new();
+        let mut table = toml::Table::new();
+        table.insert(
+            "directory".into(),
+            toml::Value::String("/nonexistent-nodewatch-dir".into()),
+        );
+        sections.insert("collectors.textfile".into(), table);
+        let ctx = BuildContext {
+            roots: &roots,
+            sections: &sections,
+            node: "pi",
+        };
+        let collector = build(spec("textfile").expect("spec"), &ctx).expect("build");
+        let text = test_support::collect_text(collector.as_ref());
+        assert_eq!(
+            test_support::value_of(&text, "node_textfile_scrape_error"),
+            1.0
+        );
+        assert_eq!(collector.interval(), Some(Duration::from_secs(5)));
     }
 }

@@ -22,9 +22,9 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::NetclassConfig;
+use super::{BuildError, CollectError, Collector, CollectorOption, CollectorSpec, compile_regex};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -175,6 +175,41 @@ pub struct NetclassCollector {
     roots: Roots,
     ignored_devices: Regex,
 }
+
+/// Netclass collector filters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetclassConfig {
+    /// Devices matching this are left out. Default `^$` (none), as node_exporter.
+    pub ignored_devices: String,
+}
+
+impl Default for NetclassConfig {
+    fn default() -> Self {
+        Self {
+            ignored_devices: "^$".into(),
+        }
+    }
+}
+
+/// The `netclass` collector: `[collectors.netclass]`.
+pub const SPEC: CollectorSpec = CollectorSpec::system("netclass", |ctx| {
+    let config: NetclassConfig = ctx.section("netclass", "collectors.netclass")?;
+    Ok(Box::new(NetclassCollector::new(
+        ctx.roots.clone(),
+        &config,
+    )?))
+})
+.with_section(
+    "collectors.netclass",
+    &[CollectorOption {
+        flag: "ignored-devices",
+        aliases: &[],
+        key: "ignored_devices",
+        value_name: "REGEX",
+        help: "Network devices the netclass collector leaves out (regular expression).",
+    }],
+);
 
 impl NetclassCollector {
     /// A collector reading under `roots`, leaving out devices matching

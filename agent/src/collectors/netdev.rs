@@ -20,9 +20,9 @@
 use std::path::Path;
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::NetdevConfig;
+use super::{BuildError, CollectError, Collector, CollectorOption, CollectorSpec, compile_regex};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -109,6 +109,41 @@ pub struct NetdevCollector {
     roots: Roots,
     filter: DeviceFilter,
 }
+
+/// Netdev collector filters. At most one of the two may be set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetdevConfig {
+    /// Only devices matching this. Default: all.
+    pub device_include: Option<String>,
+    /// Devices matching this are left out. Default: none.
+    pub device_exclude: Option<String>,
+}
+
+/// The `netdev` collector: `[collectors.netdev]`.
+pub const SPEC: CollectorSpec = CollectorSpec::system("netdev", |ctx| {
+    let config: NetdevConfig = ctx.section("netdev", "collectors.netdev")?;
+    Ok(Box::new(NetdevCollector::new(ctx.roots.clone(), &config)?))
+})
+.with_section(
+    "collectors.netdev",
+    &[
+        CollectorOption {
+            flag: "device-include",
+            aliases: &["device-whitelist"],
+            key: "device_include",
+            value_name: "REGEX",
+            help: "Only these network devices (regular expression).",
+        },
+        CollectorOption {
+            flag: "device-exclude",
+            aliases: &["device-blacklist"],
+            key: "device_exclude",
+            value_name: "REGEX",
+            help: "Network devices to leave out (regular expression).",
+        },
+    ],
+);
 
 impl NetdevCollector {
     /// A collector reading under `roots`, filtering devices as `config` says. An empty

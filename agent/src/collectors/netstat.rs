@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -29,6 +29,11 @@ impl NetstatCollector {
         Self { roots }
     }
 }
+
+/// The `netstat` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("netstat", |ctx| {
+    Ok(Box::new(NetstatCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for NetstatCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

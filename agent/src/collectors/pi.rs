@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -159,6 +159,11 @@ impl PiCollector {
             .unwrap_or_default()
     }
 }
+
+/// The `pi` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("pi", |ctx| {
+    Ok(Box::new(PiCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for PiCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -34,6 +34,11 @@ impl PressureCollector {
         Self { roots }
     }
 }
+
+/// The `pressure` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("pressure", |ctx| {
+    Ok(Box::new(PressureCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for PressureCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 
 /// What `/proc/self/limits` says, as the Go client reads it.
@@ -48,6 +48,12 @@ impl ProcessCollector {
         }
     }
 }
+
+/// The agent's own process figures (`process_*`), always on.
+pub const SPEC: CollectorSpec = CollectorSpec {
+    internal: true,
+    ..CollectorSpec::system("process", |_| Ok(Box::new(ProcessCollector::new())))
+};
 
 impl Collector for ProcessCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use super::netclass::parse_go_int;
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -36,6 +36,11 @@ impl SockstatCollector {
         Self { roots, page_size }
     }
 }
+
+/// The `sockstat` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("sockstat", |ctx| {
+    Ok(Box::new(SockstatCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for SockstatCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -30,6 +30,11 @@ impl SoftnetCollector {
         Self { roots }
     }
 }
+
+/// The `softnet` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("softnet", |ctx| {
+    Ok(Box::new(SoftnetCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for SoftnetCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -213,6 +213,11 @@ impl StatCollector {
         Self { roots }
     }
 }
+
+/// The `stat` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("stat", |ctx| {
+    Ok(Box::new(StatCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for StatCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -32,6 +32,11 @@ impl ThermalZoneCollector {
         Self { roots }
     }
 }
+
+/// The `thermal_zone` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("thermal_zone", |ctx| {
+    Ok(Box::new(ThermalZoneCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for ThermalZoneCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

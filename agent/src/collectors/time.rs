@@ -12,7 +12,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -37,6 +37,11 @@ impl TimeCollector {
         Self { roots }
     }
 }
+
+/// The `time` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("time", |ctx| {
+    Ok(Box::new(TimeCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for TimeCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -11,7 +11,7 @@
 //! `node_timex_pps_error_total`, `node_timex_pps_stability_exceeded_total`,
 //! `node_timex_tai_offset_seconds`.
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 
 /// `adjtimex` returns this clock state when the clock is not synchronised.
@@ -72,6 +72,10 @@ impl TimexCollector {
         Self
     }
 }
+
+/// The `timex` collector.
+pub const SPEC: CollectorSpec =
+    CollectorSpec::system("timex", |_| Ok(Box::new(TimexCollector::new())));
 
 impl Collector for TimexCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use super::netclass::{parse_go_uint, parse_hex};
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 
@@ -29,6 +29,11 @@ impl UdpQueuesCollector {
         Self { roots }
     }
 }
+
+/// The `udp_queues` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("udp_queues", |ctx| {
+    Ok(Box::new(UdpQueuesCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for UdpQueuesCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 
 /// Calls `uname`.
@@ -16,6 +16,10 @@ impl UnameCollector {
         Self
     }
 }
+
+/// The `uname` collector.
+pub const SPEC: CollectorSpec =
+    CollectorSpec::system("uname", |_| Ok(Box::new(UnameCollector::new())));
 
 impl Collector for UnameCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

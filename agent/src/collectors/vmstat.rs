@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use super::{CollectError, Collector};
+use super::{CollectError, Collector, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::{Roots, read_file};
 
@@ -23,6 +23,11 @@ impl VmstatCollector {
         Self { roots }
     }
 }
+
+/// The `vmstat` collector.
+pub const SPEC: CollectorSpec = CollectorSpec::system("vmstat", |ctx| {
+    Ok(Box::new(VmstatCollector::new(ctx.roots.clone())))
+});
 
 impl Collector for VmstatCollector {
     fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {

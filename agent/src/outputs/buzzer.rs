@@ -31,14 +31,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use embedded_hal::digital::OutputPin;
-use serde::Deserialize;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::alerts::sound::{
-    Acknowledgements, Buzzer, BuzzerPolicy, QuietHours, Sound, Step, pattern,
-};
+use crate::alerts::bus::AlertBus;
+use crate::alerts::sound::{Acknowledgements, Buzzer, BuzzerPolicy, Sound, Step, pattern};
 use crate::alerts::{FiringAlert, Severity};
 use crate::metrics::MetricSink;
 use crate::outputs::button::{self, ButtonEvent};
@@ -56,108 +54,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// never fired again since the start are forgotten.
 const SETTLE_MARGIN: Duration = Duration::from_secs(120);
 
-/// The `[alerts.buzzer]` section: the buzzer and the status LED.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BuzzerConfig {
-    /// Sound local alerts on the buzzer. Without GPIO (not a Pi) it is simulated:
-    /// logged at debug level, not an error. Default true.
-    pub enabled: bool,
-    /// BCM number of the buzzer's GPIO output (an active buzzer). Default 18 (header
-    /// pin 12).
-    pub gpio: u8,
-    /// The buzzer sounds when the pin is high (false: when it is low). Default true.
-    pub active_high: bool,
-    /// Seconds between chirps while a warning fires. Default 600.
-    pub warning_repeat_secs: u64,
-    /// Local time span in which warnings (and resolutions) are silent, `HH:MM-HH:MM`,
-    /// may wrap past midnight (`22:00-07:00`). Default none.
-    pub quiet_hours: Option<String>,
-    /// Whether critical alerts sound in quiet hours too. Default true.
-    pub critical_in_quiet_hours: bool,
-    /// Seconds a long press of the button (≥ 2 s) mutes the buzzer. Default 3600.
-    pub mute_secs: u64,
-    /// BCM number of the status LED's GPIO output; none = no LED. Default none.
-    pub led_gpio: Option<u8>,
-    /// The LED is lit when its pin is high (false: when it is low). Default true.
-    pub led_active_high: bool,
-}
-
-impl Default for BuzzerConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            gpio: 18,
-            active_high: true,
-            warning_repeat_secs: 600,
-            quiet_hours: None,
-            critical_in_quiet_hours: true,
-            mute_secs: 3600,
-            led_gpio: None,
-            led_active_high: true,
-        }
-    }
-}
-
-impl BuzzerConfig {
-    /// Checks values; the message names the key. `button_gpio`: the button's pin when
-    /// it is on, which the buzzer and the LED must not share.
-    pub fn validate(&self, button_gpio: Option<u8>) -> Result<(), String> {
-        let bcm = |key: &str, gpio: u8| {
-            if gpio > 27 {
-                return Err(format!(
-                    "alerts.buzzer.{key} must be a BCM GPIO number from 0 to 27, found {gpio}"
-                ));
-            }
-            if button_gpio == Some(gpio) {
-                return Err(format!(
-                    "alerts.buzzer.{key} is GPIO {gpio}, which the button uses (button.gpio)"
-                ));
-            }
-            Ok(())
-        };
-        if self.enabled {
-            bcm("gpio", self.gpio)?;
-        }
-        if let Some(led) = self.led_gpio {
-            bcm("led_gpio", led)?;
-            if self.enabled && led == self.gpio {
-                return Err(format!(
-                    "alerts.buzzer.led_gpio must differ from alerts.buzzer.gpio, both are {led}"
-                ));
-            }
-        }
-        for (key, v) in [
-            ("warning_repeat_secs", self.warning_repeat_secs),
-            ("mute_secs", self.mute_secs),
-        ] {
-            if !(1..=604_800).contains(&v) {
-                return Err(format!(
-                    "alerts.buzzer.{key} must be from 1 to 604800 seconds, found {v}"
-                ));
-            }
-        }
-        self.quiet_hours()?;
-        Ok(())
-    }
-
-    fn quiet_hours(&self) -> Result<Option<QuietHours>, String> {
-        self.quiet_hours
-            .as_deref()
-            .map(|q| QuietHours::parse(q).map_err(|e| format!("alerts.buzzer.quiet_hours: {e}")))
-            .transpose()
-    }
-
-    /// When to sound (after [`BuzzerConfig::validate`]).
-    pub fn policy(&self) -> BuzzerPolicy {
-        BuzzerPolicy {
-            warning_repeat: Duration::from_secs(self.warning_repeat_secs.max(1)),
-            quiet_hours: self.quiet_hours().ok().flatten(),
-            critical_in_quiet_hours: self.critical_in_quiet_hours,
-            mute_for: Duration::from_secs(self.mute_secs.max(1)),
-        }
-    }
-}
+pub use crate::alerts::sound::BuzzerConfig;
 
 /// What the status LED shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -337,8 +234,10 @@ pub type LocalClock = Box<dyn Fn() -> u16 + Send + Sync>;
 /// Everything the task needs besides its pins.
 #[derive(Debug)]
 pub struct TaskContext {
-    /// Where alerts come from and metrics and health go.
+    /// Where metrics and health go.
     pub snapshot: Arc<Snapshot>,
+    /// Where the firing alerts come from.
+    pub alerts: Arc<AlertBus>,
     /// The acknowledgements shared with the display.
     pub acks: Arc<Acknowledgements>,
     /// Button events, when there is a button.
@@ -362,6 +261,7 @@ pub struct TaskContext {
 pub fn spawn(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    alerts: Arc<AlertBus>,
     acks: Arc<Acknowledgements>,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
     handles_press: bool,
@@ -386,6 +286,7 @@ pub fn spawn(
         .unwrap_or(0);
     let context = TaskContext {
         snapshot,
+        alerts,
         acks,
         buttons,
         handles_press,
@@ -410,7 +311,7 @@ where
     B: OutputPin + Send + 'static,
     L: OutputPin + Send + 'static,
 {
-    let alerts = context.snapshot.subscribe_alerts();
+    let alerts = context.alerts.subscribe_alerts();
     let now = Instant::now();
     let task = AlertOutputs {
         buzzer,
@@ -420,6 +321,7 @@ where
         acks_rx: context.acks.subscribe(),
         acks: context.acks,
         snapshot: context.snapshot,
+        _alerts: context.alerts,
         handles_press: context.handles_press,
         firing: Arc::default(),
         resolved: false,
@@ -457,6 +359,8 @@ struct AlertOutputs<B, L> {
     clock: LocalClock,
     acks: Arc<Acknowledgements>,
     acks_rx: watch::Receiver<u64>,
+    /// Held so the bus outlives the subscription even if its owner lets go.
+    _alerts: Arc<AlertBus>,
     snapshot: Arc<Snapshot>,
     handles_press: bool,
     /// The firing alerts as last seen.

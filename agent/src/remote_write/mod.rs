@@ -379,13 +379,15 @@ impl Shared {
 /// buffer is opened, then the collecting and sending tasks run until `stop` turns
 /// true. `None` when the section is absent.
 pub fn spawn(
-    config: &crate::config::Config,
+    config: Option<&RemoteWriteConfig>,
+    node_name: &str,
+    state_dir: &std::path::Path,
     snapshot: Arc<Snapshot>,
     stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let rw = config.remote_write.clone()?;
-    let labels = rw.external_labels(&config.node_name());
-    let dir = config.state_dir.join(BUFFER_DIR);
+    let rw = config?.clone();
+    let labels = rw.external_labels(node_name);
+    let dir = state_dir.join(BUFFER_DIR);
     Some(tokio::spawn(async move {
         let endpoint = match Endpoint::parse(&rw.url) {
             Ok(e) => e,

@@ -22,15 +22,60 @@
 
 pub mod watch;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::DockerConfig;
+use super::{BuildError, Cadence, CollectError, Collector, CollectorSpec, compile_regex};
 use crate::metrics::MetricSink;
 use watch::{Connection, ContainerInfo, DockerView, DockerWatch};
+
+/// The Docker engine, watched by events over its Unix socket.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DockerConfig {
+    /// The engine's Unix socket (no TCP, no TLS). Default `/var/run/docker.sock`.
+    /// Access to it is root-equivalent: see docs/builder.md, "Permissions".
+    pub socket: PathBuf,
+    /// Report only containers whose name (without `/`) matches this regular
+    /// expression (unanchored). Default empty: every container.
+    pub container_pattern: String,
+    /// Report only containers that carry every one of these labels, each `key` or
+    /// `key=value`. Default: none required.
+    pub labels: Vec<String>,
+    /// Full re-list of containers (and Swarm services) every this many seconds, in
+    /// case an event was missed; changes arrive by events at once. Default 30.
+    pub reconcile_interval_secs: f64,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        Self {
+            socket: "/var/run/docker.sock".into(),
+            container_pattern: String::new(),
+            labels: Vec::new(),
+            reconcile_interval_secs: 30.0,
+        }
+    }
+}
+
+/// The `docker` collector: the `[docker]` section.
+pub const SPEC: CollectorSpec = CollectorSpec {
+    cadence: Cadence::Watch,
+    ..CollectorSpec::system("docker", |ctx| {
+        let config: DockerConfig = ctx.section("docker", "docker")?;
+        super::seconds(
+            "docker",
+            "docker.reconcile_interval_secs",
+            config.reconcile_interval_secs,
+        )?;
+        Ok(Box::new(DockerCollector::new(&config)?))
+    })
+    .with_section("docker", &[])
+};
 
 /// The states Docker reports, each exported as one `nodewatch_container_state` series.
 const STATES: &[&str] = &[

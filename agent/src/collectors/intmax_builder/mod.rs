@@ -25,13 +25,85 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use regex_lite::Regex;
+use serde::Deserialize;
 
+use super::docker::DockerConfig;
 use super::docker::watch::{Connection, ContainerInfo, DockerView, DockerWatch};
-use super::{BuildError, CollectError, Collector, compile_regex};
-use crate::config::{Config, DEFAULT_BUILDER_HEALTH_URL};
+use super::{BuildError, CollectError, Collector, compile_regex, seconds};
+use super::{Cadence, CollectorSpec};
 use crate::metrics::MetricSink;
 use crate::paths::Roots;
 use health::{HealthResult, HttpUrl};
+
+/// The builder's default container pattern: the standalone container `block-builder`
+/// or a Swarm task of `block-builder-stack-<env>_block-builder-<env>`.
+pub const DEFAULT_BUILDER_CONTAINER_PATTERN: &str =
+    "^(block-builder|block-builder-stack-[^_]+_block-builder-.+)$";
+/// The builder's default process pattern (matched against `comm` and argv\[0\]).
+pub const DEFAULT_BUILDER_PROCESS_PATTERN: &str = "intmax-builder|block-builder";
+/// The standalone builder's health endpoint.
+pub const DEFAULT_BUILDER_HEALTH_URL: &str = "http://127.0.0.1:8080/health-check";
+
+/// The INTMAX Block Builder: where to find it and how to check it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuilderConfig {
+    /// Regular expression on container names (anchor it yourself). Default: the
+    /// standalone `block-builder` and Swarm tasks of `block-builder-stack-*`.
+    pub container_pattern: String,
+    /// Regular expression on process names (`comm`) and the base name of argv\[0\],
+    /// read under `--path.procfs`. Default `intmax-builder|block-builder`.
+    pub process_pattern: String,
+    /// Health endpoint (plain `http://`, loopback in practice). Unset: the standalone
+    /// builder's `http://127.0.0.1:8080/health-check`, checked while a standalone
+    /// builder container exists; none for a Swarm task (its 8080 is not published:
+    /// `ready` is "container running"). Empty string: no health check.
+    pub health_url: Option<String>,
+    /// Seconds between health checks. Default 5.
+    pub health_interval_secs: f64,
+    /// Seconds a health check may take before it counts as failed. Default 5.
+    pub health_timeout_secs: f64,
+    /// The builder's data directory. Default unset: its two metrics are absent.
+    pub data_dir: Option<PathBuf>,
+    /// Seconds between walks of the data directory to measure its size. Default 300.
+    pub data_dir_interval_secs: f64,
+    /// Most directory entries one walk visits; a larger tree is reported as
+    /// measured so far and logged. Default 1000000.
+    pub data_dir_max_entries: u64,
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        Self {
+            container_pattern: DEFAULT_BUILDER_CONTAINER_PATTERN.into(),
+            process_pattern: DEFAULT_BUILDER_PROCESS_PATTERN.into(),
+            health_url: None,
+            health_interval_secs: 5.0,
+            health_timeout_secs: 5.0,
+            data_dir: None,
+            data_dir_interval_secs: 300.0,
+            data_dir_max_entries: 1_000_000,
+        }
+    }
+}
+
+/// The `intmax_builder` collector: the `[builder]` section, and `[docker]` for the
+/// engine's socket.
+pub const SPEC: CollectorSpec = CollectorSpec {
+    cadence: Cadence::Watch,
+    claims: FAMILIES,
+    ..CollectorSpec::system("intmax_builder", |ctx| {
+        let builder: BuilderConfig = ctx.section("intmax_builder", "builder")?;
+        let docker: DockerConfig = ctx.section("intmax_builder", "docker")?;
+        Ok(Box::new(BuilderCollector::new(
+            ctx.roots.clone(),
+            ctx.node,
+            &builder,
+            &docker,
+        )?))
+    })
+    .with_section("builder", &[])
+};
 
 /// Every family this collector may export; textfile families of these names are
 /// dropped while it is enabled (the wiki's cron output), even those it leaves absent.
@@ -102,9 +174,13 @@ pub struct BuilderCollector {
 }
 
 impl BuilderCollector {
-    /// A collector from the `[builder]` and `[docker]` sections.
-    pub fn new(roots: Roots, config: &Config) -> Result<Self, BuildError> {
-        let b = &config.builder;
+    /// A collector from the `[builder]` and `[docker]` sections, for the node `node`.
+    pub fn new(
+        roots: Roots,
+        node: &str,
+        b: &BuilderConfig,
+        docker: &DockerConfig,
+    ) -> Result<Self, BuildError> {
         let bad = |reason: String| BuildError {
             collector: "intmax_builder",
             reason,
@@ -119,11 +195,15 @@ impl BuilderCollector {
             }
         };
         Ok(Self {
-            node: config.node_name(),
+            node: node.to_string(),
             roots,
             watch: DockerWatch::shared(
-                &config.docker.socket,
-                Duration::from_secs_f64(config.docker.reconcile_interval_secs),
+                &docker.socket,
+                seconds(
+                    "intmax_builder",
+                    "docker.reconcile_interval_secs",
+                    docker.reconcile_interval_secs,
+                )?,
             ),
             container: compile_regex(
                 "intmax_builder",
@@ -136,10 +216,22 @@ impl BuilderCollector {
                 &b.process_pattern,
             )?,
             health,
-            health_interval: Duration::from_secs_f64(b.health_interval_secs),
-            health_timeout: Duration::from_secs_f64(b.health_timeout_secs),
+            health_interval: seconds(
+                "intmax_builder",
+                "builder.health_interval_secs",
+                b.health_interval_secs,
+            )?,
+            health_timeout: seconds(
+                "intmax_builder",
+                "builder.health_timeout_secs",
+                b.health_timeout_secs,
+            )?,
             data_dir: b.data_dir.clone(),
-            data_dir_interval: Duration::from_secs_f64(b.data_dir_interval_secs),
+            data_dir_interval: seconds(
+                "intmax_builder",
+                "builder.data_dir_interval_secs",
+                b.data_dir_interval_secs,
+            )?,
             data_dir_max_entries: b.data_dir_max_entries,
             cached: Arc::new(Mutex::new(Cached::default())),
             scan: Mutex::new(ProcessScan::default()),
@@ -570,7 +662,6 @@ mod tests {
     use super::*;
     use crate::collectors::test_support::value_of;
     use crate::collectors::{self, docker::watch::DockerView};
-    use crate::config::DEFAULT_BUILDER_CONTAINER_PATTERN;
     use crate::snapshot::Snapshot;
     use std::collections::HashMap;
 
@@ -798,7 +889,7 @@ mod tests {
             std::fs::write(proc.join(pid).join("cmdline"), cmdline).expect("cmdline");
         }
         std::fs::write(proc.join("uptime"), "1 2\n").expect("uptime");
-        let re = Regex::new(crate::config::DEFAULT_BUILDER_PROCESS_PATTERN).expect("regex");
+        let re = Regex::new(DEFAULT_BUILDER_PROCESS_PATTERN).expect("regex");
         assert_eq!(find_process(proc, &re).expect("scan"), Some(42));
         assert!(!process_matches(proc, 43, &re), "argv[1] does not count");
         std::fs::remove_dir_all(proc.join("42")).expect("rm");
@@ -810,14 +901,16 @@ mod tests {
     #[test]
     fn collector_on_fixture_procfs_without_docker() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            node_name: Some("pi-01".into()),
-            ..Config::default()
+        let docker = DockerConfig {
+            socket: dir.path().join("absent.sock"),
+            ..DockerConfig::default()
         };
-        config.docker.socket = dir.path().join("absent.sock");
-        config.builder.health_url = Some(String::new());
+        let builder = BuilderConfig {
+            health_url: Some(String::new()),
+            ..BuilderConfig::default()
+        };
         let roots = crate::collectors::test_support::fixture_roots("linux");
-        let collector = BuilderCollector::new(roots, &config).expect("new");
+        let collector = BuilderCollector::new(roots, "pi-01", &builder, &docker).expect("new");
         // Without a runtime nothing starts: the Docker view is "connecting".
         let t = crate::collectors::test_support::collect_text(&collector);
         assert!(
@@ -829,13 +922,20 @@ mod tests {
 
     #[test]
     fn bad_config_is_a_build_error() {
-        let mut config = Config::default();
-        config.builder.health_url = Some("https://127.0.0.1:8080/health-check".into());
-        let err = BuilderCollector::new(Roots::default(), &config).expect_err("https");
+        let docker = DockerConfig::default();
+        let builder = BuilderConfig {
+            health_url: Some("https://127.0.0.1:8080/health-check".into()),
+            ..BuilderConfig::default()
+        };
+        let err =
+            BuilderCollector::new(Roots::default(), "pi", &builder, &docker).expect_err("https");
         assert!(err.to_string().contains("builder.health_url"), "{err}");
-        let mut config = Config::default();
-        config.builder.process_pattern = "(".into();
-        let err = BuilderCollector::new(Roots::default(), &config).expect_err("regex");
+        let builder = BuilderConfig {
+            process_pattern: "(".into(),
+            ..BuilderConfig::default()
+        };
+        let err =
+            BuilderCollector::new(Roots::default(), "pi", &builder, &docker).expect_err("regex");
         assert!(err.to_string().contains("builder.process_pattern"), "{err}");
     }
 

@@ -34,14 +34,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricType, Quantile, Summary, Untyped,
 };
+use serde::Deserialize;
 
 use self::parser::{FamilyType, Parsed, Value};
-use super::{CollectError, Collector};
-use crate::config::TextfileConfig;
+use super::{CollectError, Collector, CollectorOption, CollectorSpec};
 use crate::metrics::MetricSink;
 
 /// Largest textfile read, in bytes (16 MiB): a runaway cron job must not eat the Pi's
@@ -59,6 +60,8 @@ pub struct TextfileCollector {
     directory: PathBuf,
     /// A missing directory is an error only when it was configured.
     explicit: bool,
+    /// `collectors.textfile.interval_secs`.
+    interval: Duration,
     /// Problems already logged, by what they are about (a file, a directory, a family
     /// in a file), with their message: logged again only when the message changes.
     logged: Mutex<HashMap<String, String>>,
@@ -80,6 +83,57 @@ struct Problem {
     message: String,
 }
 
+/// Where the textfile collector looks, and how often.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TextfileConfig {
+    /// Directory of `*.prom` files (`--collector.textfile.directory`). Default
+    /// `/var/lib/prometheus/node-exporter`, Debian's node_exporter directory, so cron
+    /// jobs written for it keep working. A missing default directory is "no files"; a
+    /// configured directory that is missing is an error.
+    pub directory: PathBuf,
+    /// Interval in seconds. Default 5.
+    pub interval_secs: f64,
+}
+
+/// Debian's node_exporter textfile directory.
+pub const DEFAULT_TEXTFILE_DIRECTORY: &str = "/var/lib/prometheus/node-exporter";
+
+impl Default for TextfileConfig {
+    fn default() -> Self {
+        Self {
+            directory: DEFAULT_TEXTFILE_DIRECTORY.into(),
+            interval_secs: 5.0,
+        }
+    }
+}
+
+/// The `textfile` collector: `[collectors.textfile]`.
+pub const SPEC: CollectorSpec = CollectorSpec {
+    external: true,
+    ..CollectorSpec::system("textfile", |ctx| {
+        const SECTION: &str = "collectors.textfile";
+        let config: TextfileConfig = ctx.section("textfile", SECTION)?;
+        super::seconds(
+            "textfile",
+            "collectors.textfile.interval_secs",
+            config.interval_secs,
+        )?;
+        let explicit = ctx.sets(SECTION, "directory");
+        Ok(Box::new(TextfileCollector::new(&config, explicit)))
+    })
+    .with_section(
+        "collectors.textfile",
+        &[CollectorOption {
+            flag: "directory",
+            aliases: &[],
+            key: "directory",
+            value_name: "DIR",
+            help: "Directory of `*.prom` files for the textfile collector.",
+        }],
+    )
+};
+
 /// A family as exported, merged from the files.
 #[derive(Debug)]
 struct Merged {
@@ -93,11 +147,13 @@ struct Merged {
 }
 
 impl TextfileCollector {
-    /// A collector for the configured directory.
-    pub fn new(config: &TextfileConfig) -> Self {
+    /// A collector for the configured directory; `explicit` when the directory was
+    /// configured (file or flag), not a default.
+    pub fn new(config: &TextfileConfig, explicit: bool) -> Self {
         Self {
             directory: config.directory.clone(),
-            explicit: config.directory_explicit,
+            explicit,
+            interval: Duration::from_secs_f64(config.interval_secs),
             logged: Mutex::new(HashMap::new()),
         }
     }
@@ -234,6 +290,10 @@ impl Collector for TextfileCollector {
         // node_textfile_scrape_error, not as a failure of the collector.
         self.run(out);
         Ok(())
+    }
+
+    fn interval(&self) -> Option<Duration> {
+        Some(self.interval)
     }
 }
 

@@ -8,12 +8,12 @@ use std::time::Duration;
 use super::*;
 use crate::collectors::test_support::{fixture_dir, parse_samples, value_of};
 
-fn config(directory: &Path, explicit: bool) -> TextfileConfig {
-    TextfileConfig {
+fn collector(directory: &Path, explicit: bool) -> TextfileCollector {
+    let config = TextfileConfig {
         directory: directory.to_path_buf(),
-        directory_explicit: explicit,
         ..TextfileConfig::default()
-    }
+    };
+    TextfileCollector::new(&config, explicit)
 }
 
 /// Runs the collector once: the exposition text and the messages it logged.
@@ -26,7 +26,7 @@ fn run_text(collector: &TextfileCollector) -> (String, Vec<String>) {
 }
 
 fn collect_dir(directory: &Path) -> (String, Vec<String>) {
-    run_text(&TextfileCollector::new(&config(directory, true)))
+    run_text(&collector(directory, true))
 }
 
 /// HELP/TYPE lines and samples, with the mtime values (which depend on the checkout)
@@ -343,15 +343,15 @@ fn rejects_non_utf8_naming_the_line() {
 #[test]
 fn missing_default_directory_is_no_files_but_missing_explicit_one_is_an_error() {
     let missing = Path::new("/nonexistent-nodewatch-textfile-dir");
-    let (text, logged) = run_text(&TextfileCollector::new(&config(missing, false)));
+    let (text, logged) = run_text(&collector(missing, false));
     assert!(logged.is_empty(), "{logged:?}");
     assert_eq!(
         text,
         "# HELP node_textfile_scrape_error 1 if there was an error opening or reading a file, 0 otherwise\n# TYPE node_textfile_scrape_error gauge\nnode_textfile_scrape_error 0\n"
     );
 
-    let collector = TextfileCollector::new(&config(missing, true));
-    let (text, logged) = run_text(&collector);
+    let configured = collector(missing, true);
+    let (text, logged) = run_text(&configured);
     assert_eq!(value_of(&text, "node_textfile_scrape_error"), 1.0);
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(
@@ -361,22 +361,22 @@ fn missing_default_directory_is_no_files_but_missing_explicit_one_is_an_error() 
         "{logged:?}"
     );
     // Logged once, not on every run.
-    let (_, logged) = run_text(&collector);
+    let (_, logged) = run_text(&configured);
     assert!(logged.is_empty(), "{logged:?}");
 
     // A default directory that exists but is a file is still an error.
     let tmp = tempfile::tempdir().expect("tempdir");
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
-    let (text, _) = run_text(&TextfileCollector::new(&config(&file, false)));
+    let (text, _) = run_text(&collector(&file, false));
     assert_eq!(value_of(&text, "node_textfile_scrape_error"), 1.0);
 }
 
 #[test]
 fn the_collector_itself_never_fails() {
-    let collector = TextfileCollector::new(&config(Path::new("/nonexistent-nodewatch"), true));
+    let missing = collector(Path::new("/nonexistent-nodewatch"), true);
     let mut sink = MetricSink::new();
-    assert!(collector.collect(&mut sink).is_ok());
+    assert!(missing.collect(&mut sink).is_ok());
     assert!(sink.has_family(ERROR_NAME));
 }
 
@@ -385,7 +385,7 @@ fn logs_a_file_error_once_then_its_change_then_its_recovery() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("job.prom");
     let dir = glob::clean(tmp.path().to_str().expect("utf8"));
-    let collector = TextfileCollector::new(&config(tmp.path(), true));
+    let collector = self::collector(tmp.path(), true);
 
     std::fs::write(&path, "job_ok{a=\"1\" 1\n").expect("write");
     let (text, logged) = run_text(&collector);
@@ -588,7 +588,7 @@ fn labels_paths_as_go_joins_them() {
 
 #[test]
 fn empty_directory_setting_reads_nothing() {
-    let (text, logged) = run_text(&TextfileCollector::new(&config(Path::new(""), true)));
+    let (text, logged) = run_text(&collector(Path::new(""), true));
     assert!(logged.is_empty());
     assert_eq!(value_of(&text, "node_textfile_scrape_error"), 0.0);
 }

@@ -1,5 +1,7 @@
 //! The buzzer and LED task on recording pins, under tokio's paused clock.
 
+use crate::alerts::bus::AlertBus;
+use crate::alerts::sound::QuietHours;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -81,6 +83,7 @@ fn alert(name: &str, severity: Severity) -> FiringAlert {
 }
 
 struct Harness {
+    alerts: Arc<AlertBus>,
     snapshot: Arc<Snapshot>,
     acks: Arc<Acknowledgements>,
     buzzer: RecPin,
@@ -121,11 +124,13 @@ fn start_on(snapshot: Arc<Snapshot>, dir: &Path, options: Options) -> Harness {
     let led = RecPin::new(now);
     let minute = Arc::new(AtomicU16::new(12 * 60));
     let clock_minute = minute.clone();
+    let alerts = Arc::new(AlertBus::default());
     let task = spawn_with_pins(
         Some(buzzer.clone()),
         Some(led.clone()),
         TaskContext {
             snapshot: snapshot.clone(),
+            alerts: alerts.clone(),
             acks: acks.clone(),
             buttons: Some(rx),
             handles_press: options.handles_press,
@@ -139,6 +144,7 @@ fn start_on(snapshot: Arc<Snapshot>, dir: &Path, options: Options) -> Harness {
     );
     Harness {
         snapshot,
+        alerts,
         acks,
         buzzer,
         led,
@@ -151,7 +157,7 @@ fn start_on(snapshot: Arc<Snapshot>, dir: &Path, options: Options) -> Harness {
 
 impl Harness {
     fn set(&self, alerts: Vec<FiringAlert>) {
-        self.snapshot.set_alerts(alerts);
+        self.alerts.set_alerts(alerts);
     }
 
     fn press(&self, event: ButtonEvent) {
@@ -531,7 +537,7 @@ async fn press_acknowledges_here_only_without_a_display() {
     assert!(!h.acks.is_acknowledged(&down));
     assert!(h.buzzer.is_on());
     // An acknowledgement made elsewhere (the display) silences it at once.
-    h.acks.acknowledge_critical(&h.snapshot.alerts());
+    h.acks.acknowledge_critical(&h.alerts.alerts());
     sleep_ms(1).await;
     assert!(!h.buzzer.is_on());
     h.stop().await;
@@ -740,6 +746,7 @@ async fn spawn_follows_the_config_and_simulates_off_a_pi() {
         spawn(
             &config,
             snapshot.clone(),
+            Arc::new(AlertBus::default()),
             acks.clone(),
             None,
             true,
@@ -753,7 +760,8 @@ async fn spawn_follows_the_config_and_simulates_off_a_pi() {
     }
     config.alerts.enabled = true;
     let (stop, stop_rx) = watch::channel(false);
-    let task = spawn(&config, snapshot.clone(), acks, None, true, stop_rx).expect("spawned");
+    let bus = Arc::new(AlertBus::default());
+    let task = spawn(&config, snapshot.clone(), bus, acks, None, true, stop_rx).expect("spawned");
     sleep_ms(10).await;
     assert!(snapshot.outputs().health()[OUTPUT_NAME].ok);
     let mut body = Vec::new();

@@ -29,6 +29,7 @@ use nodewatch_lora::frame::{Key, MasterKey, NodeId};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use crate::alerts::bus::AlertBus;
 use crate::snapshot::Snapshot;
 
 /// Lowest and highest value (seconds) of each `[lora]` interval.
@@ -448,6 +449,7 @@ impl LoraConfig {
 pub fn spawn(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    bus: Arc<AlertBus>,
     stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let lora = config.lora.clone();
@@ -482,16 +484,10 @@ pub fn spawn(
         let result = if lora.gateway {
             gateway::run(radio, &lora, keys, &state_dir, snapshot.clone(), stop).await
         } else {
-            node::run(
-                radio,
-                &lora,
-                keys,
-                &node_name,
-                &state_dir,
-                snapshot.clone(),
-                stop,
-            )
-            .await
+            match node::NodeLink::new(&lora, keys, &node_name, &state_dir) {
+                Ok(link) => node::run(radio, link, snapshot.clone(), &bus, stop).await,
+                Err(e) => Err(e),
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "LoRa link stopped.");

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use super::{Keys, LoraConfig};
 use crate::alerts::FiringAlert;
+use crate::alerts::bus::AlertBus;
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
 
@@ -643,16 +644,13 @@ impl NodeLink {
 /// Runs the node side until `stop`.
 pub async fn run<R: Radio>(
     mut radio: R,
-    lora: &LoraConfig,
-    keys: Keys,
-    node_name: &str,
-    state_dir: &Path,
+    mut link: NodeLink,
     snapshot: Arc<Snapshot>,
+    bus: &AlertBus,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let mut link = NodeLink::new(lora, keys, node_name, state_dir)?;
-    tracing::info!(node = node_name, id = %link.node, "LoRa node: sending local alerts.");
-    let mut alerts = snapshot.subscribe_alerts();
+    tracing::info!(id = %link.node, "LoRa node: sending local alerts.");
+    let mut alerts = bus.subscribe_alerts();
     link.heartbeat();
     link.update(&alerts.borrow_and_update());
     // The frame awaiting its answer: (epoch and sequence, or a sync nonce; until).

@@ -38,6 +38,7 @@ use tokio::task::JoinHandle;
 pub use config::{DisplayConfig, DisplayDriver};
 use panel::{PanelSink, ShowOutcome};
 
+use crate::alerts::bus::AlertBus;
 use crate::alerts::sound::Acknowledgements;
 use crate::metrics::MetricSink;
 use crate::outputs::button::{self, ButtonEvent};
@@ -140,6 +141,7 @@ fn open_panel(
 pub fn spawn(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    alerts: Arc<AlertBus>,
     acks: Arc<Acknowledgements>,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
     stop: watch::Receiver<bool>,
@@ -160,7 +162,7 @@ pub fn spawn(
         }
     };
     Some(spawn_with_panel(
-        config, snapshot, acks, panel, buttons, stop,
+        config, snapshot, alerts, acks, panel, buttons, stop,
     ))
 }
 
@@ -168,6 +170,7 @@ pub fn spawn(
 pub fn spawn_with_panel(
     config: &crate::config::Config,
     snapshot: Arc<Snapshot>,
+    alerts: Arc<AlertBus>,
     acks: Arc<Acknowledgements>,
     panel: Option<Box<dyn PanelSink>>,
     buttons: Option<broadcast::Receiver<ButtonEvent>>,
@@ -182,7 +185,9 @@ pub fn spawn_with_panel(
         controller: Controller::new(display.ui(), tokio::time::Instant::now().into_std()),
         views: view::ViewBuilder::new(config.node_name())
             .with_wallet(wallet::spawn(config, stop.clone()))
-            .with_acks(acks.clone()),
+            .with_acks(acks.clone())
+            .with_alerts(alerts.clone()),
+        alerts,
         acks_changed: acks.subscribe(),
         acks,
         frame: Frame::new(size),
@@ -204,6 +209,8 @@ pub fn spawn_with_panel(
 type SharedPanel = Arc<Mutex<Box<dyn PanelSink>>>;
 
 struct DisplayTask {
+    /// The firing alerts (a press acknowledges the first critical one).
+    alerts: Arc<AlertBus>,
     snapshot: Arc<Snapshot>,
     shared: Arc<DisplayShared>,
     controller: Controller,
@@ -271,7 +278,7 @@ impl DisplayTask {
                 // Acknowledgement belongs to local alerting: its store decides, on the
                 // live alerts, and keeps it across restarts. (A critical alert nobody
                 // acknowledged keeps the panel lit, so this never skips a wake.)
-                if let Some(name) = self.acks.acknowledge_critical(&self.snapshot.alerts()) {
+                if let Some(name) = self.acks.acknowledge_critical(&self.alerts.alerts()) {
                     tracing::info!(alertname = name.as_str(), "Button: alert acknowledged.");
                     return;
                 }

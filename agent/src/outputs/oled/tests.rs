@@ -1,5 +1,6 @@
 //! The display output end to end inside the agent, under tokio's paused clock.
 
+use crate::alerts::bus::AlertBus;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,7 +109,15 @@ async fn display_png_is_the_frame_and_follows_the_state() {
     store_temperature(&s, 48.0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let config = config();
-    let (shared, task) = spawn(&config, s.clone(), acks(), None, stop_rx).expect("enabled");
+    let (shared, task) = spawn(
+        &config,
+        s.clone(),
+        Arc::new(AlertBus::default()),
+        acks(),
+        None,
+        stop_rx,
+    )
+    .expect("enabled");
     advance(Duration::from_millis(600)).await;
     let first = get_png(&shared).await;
     let frame = Frame::from_png(&first, PNG_SCALE).expect("a 1-bit PNG at ×4");
@@ -147,7 +156,15 @@ async fn display_png_is_the_frame_and_follows_the_state() {
 async fn pages_rotate_in_the_served_frame() {
     let s = snapshot();
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (shared, _task) = spawn(&config(), s, acks(), None, stop_rx).expect("enabled");
+    let (shared, _task) = spawn(
+        &config(),
+        s,
+        Arc::new(AlertBus::default()),
+        acks(),
+        None,
+        stop_rx,
+    )
+    .expect("enabled");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;
     advance(Duration::from_secs(5)).await;
@@ -183,7 +200,17 @@ fn disabled_display_has_no_task() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        assert!(spawn(&config, snapshot(), acks(), None, rx).is_none());
+        assert!(
+            spawn(
+                &config,
+                snapshot(),
+                Arc::new(AlertBus::default()),
+                acks(),
+                None,
+                rx
+            )
+            .is_none()
+        );
     });
 }
 
@@ -237,7 +264,15 @@ async fn button_press_shows_the_next_page_at_once() {
         },
         ..config()
     };
-    let (shared, _task) = spawn(&config, s.clone(), acks(), Some(rx), stop_rx).expect("enabled");
+    let (shared, _task) = spawn(
+        &config,
+        s.clone(),
+        Arc::new(AlertBus::default()),
+        acks(),
+        Some(rx),
+        stop_rx,
+    )
+    .expect("enabled");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;
     advance(Duration::from_secs(10)).await;
@@ -282,6 +317,7 @@ async fn panel_errors_show_in_health_and_metrics_and_recover() {
     let (_shared, _task) = spawn_with_panel(
         &config,
         s.clone(),
+        Arc::new(AlertBus::default()),
         acks(),
         Some(Box::new(panel)),
         None,
@@ -354,7 +390,9 @@ async fn button_press_wakes_then_acknowledges_then_pages() {
         ..config()
     };
     let acks = Acknowledgements::open(dir.path());
-    let (shared, _task) = spawn(&config, s.clone(), acks, Some(rx), stop_rx).expect("enabled");
+    let bus = Arc::new(AlertBus::default());
+    let (shared, _task) =
+        spawn(&config, s.clone(), bus.clone(), acks, Some(rx), stop_rx).expect("enabled");
     let frame = |png: Vec<u8>| Frame::from_png(&png, PNG_SCALE).expect("png");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;
@@ -374,7 +412,7 @@ async fn button_press_wakes_then_acknowledges_then_pages() {
         description: String::new(),
         active_since_unix: 0.0,
     };
-    s.set_alerts(vec![down.clone()]);
+    bus.set_alerts(vec![down.clone()]);
     advance(Duration::from_millis(600)).await;
     let pixels = 128 * 64;
     assert!(

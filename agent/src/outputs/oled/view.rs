@@ -4,6 +4,7 @@
 //! values stay and the figure's [`Source`] is marked stale. A collector absent on this
 //! machine (no data) leaves its figures unknown (`--`), never 0.
 
+use crate::alerts::bus::AlertBus;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,6 +29,7 @@ pub struct ViewBuilder {
     ip: Option<(Instant, Option<String>)>,
     wallet: Option<Arc<Mutex<WalletState>>>,
     acks: Option<Arc<crate::alerts::sound::Acknowledgements>>,
+    alerts: Option<Arc<AlertBus>>,
 }
 
 fn label<'a>(metric: &'a Metric, name: &str) -> Option<&'a str> {
@@ -141,6 +143,7 @@ impl ViewBuilder {
             ip: None,
             wallet: None,
             acks: None,
+            alerts: None,
         }
     }
 
@@ -153,6 +156,12 @@ impl ViewBuilder {
     /// Marks alerts acknowledged from the shared store.
     pub fn with_acks(mut self, acks: Arc<crate::alerts::sound::Acknowledgements>) -> Self {
         self.acks = Some(acks);
+        self
+    }
+
+    /// Shows the firing alerts of `bus`.
+    pub fn with_alerts(mut self, bus: Arc<AlertBus>) -> Self {
+        self.alerts = Some(bus);
         self
     }
 
@@ -255,7 +264,7 @@ impl ViewBuilder {
         }
         // Firing local alerts, one entry per rule (most severe first), acknowledged
         // when every firing instance of it is (the shared, persisted store).
-        let firing = snapshot.alerts();
+        let firing = self.alerts.as_ref().map(|b| b.alerts()).unwrap_or_default();
         for alert in &firing {
             if !model.alerts.iter().any(|a| a.name == alert.alertname) {
                 let acknowledged = self.acks.as_ref().is_some_and(|acks| {
@@ -485,12 +494,15 @@ mod tests {
             description: String::new(),
             active_since_unix: 0.0,
         };
-        s.set_alerts(vec![
+        let bus = Arc::new(AlertBus::default());
+        bus.set_alerts(vec![
             alert("DiskFull", crate::alerts::Severity::Critical, "/"),
             alert("DiskFull", crate::alerts::Severity::Critical, "/data"),
             alert("MemoryLow", crate::alerts::Severity::Warning, ""),
         ]);
-        let m = ViewBuilder::new("pi".into()).build(&s, Instant::now());
+        let m = ViewBuilder::new("pi".into())
+            .with_alerts(bus)
+            .build(&s, Instant::now());
         let names: Vec<_> = m
             .alerts
             .iter()
