@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use nodewatch_exporters::intmax_cli::{How, looks_like_key};
 use nodewatch_exporters::config::{self, Config, ConfigError};
+use nodewatch_exporters::intmax_cli::{How, looks_like_key};
 use nodewatch_exporters::reward::{RewardConfig, RewardFile};
 
 const ORIGIN: &str = "fuzz.toml";
