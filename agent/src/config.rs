@@ -318,7 +318,7 @@ impl Config {
         if let Some(remote_write) = &self.remote_write {
             remote_write.validate().map_err(invalid)?;
         }
-        let button = crate::outputs::button::ButtonConfig::effective(self);
+        let button = self.button_in_effect();
         button.validate().map_err(invalid)?;
         self.alerts
             .buzzer
@@ -409,6 +409,24 @@ impl Config {
         if let toml::Value::Table(table) = section {
             table.insert(key.to_string(), toml::Value::String(value));
         }
+    }
+
+    /// The button in effect: `[button]` with the deprecated `display.button` and
+    /// `display.button_gpio` on top.
+    pub fn button_in_effect(&self) -> crate::outputs::button::ButtonConfig {
+        self.button
+            .with_deprecated(self.display.button, self.display.button_gpio)
+    }
+
+    /// Warnings about deprecated keys, for the log at start.
+    pub fn deprecation_warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.display.button.is_some() || self.display.button_gpio.is_some() {
+            warnings.push(
+                "display.button and display.button_gpio are deprecated: use [button] enabled and gpio.",
+            );
+        }
+        warnings
     }
 
     /// The roots from `paths`.

@@ -216,8 +216,14 @@ pub async fn run(
         bus.clone(),
         stop_rx.clone(),
     );
-    let lora =
-        crate::outputs::lora_link::spawn(&config, snapshot.clone(), bus.clone(), stop_rx.clone());
+    let lora = crate::outputs::lora_link::spawn(
+        &config.lora,
+        config.node_name(),
+        config.state_dir.clone(),
+        snapshot.clone(),
+        bus.clone(),
+        stop_rx.clone(),
+    );
     let remote_write = crate::remote_write::spawn(
         config.remote_write.as_ref(),
         &config.node_name(),
@@ -226,18 +232,29 @@ pub async fn run(
         stop_rx.clone(),
     );
     let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);
-    let button = crate::outputs::button::spawn(&config, snapshot.outputs(), stop_rx.clone());
+    for warning in config.deprecation_warnings() {
+        tracing::warn!("{warning}");
+    }
+    let button = crate::outputs::button::spawn(
+        &config.button_in_effect(),
+        config.display.enabled || config.alerts.enabled,
+        snapshot.outputs(),
+        stop_rx.clone(),
+    );
     let display = crate::outputs::oled::spawn(
-        &config,
-        snapshot.clone(),
-        bus.clone(),
-        acks.clone(),
-        button.as_ref().map(|b| b.subscribe()),
+        &config.display,
+        &config.node_name(),
+        crate::outputs::oled::DisplayInputs {
+            snapshot: snapshot.clone(),
+            alerts: bus.clone(),
+            acks: acks.clone(),
+            buttons: button.as_ref().map(|b| b.subscribe()),
+        },
         stop_rx.clone(),
     );
     // Without a display, the buzzer's task acknowledges on a press.
     let buzzer = crate::outputs::buzzer::spawn(
-        &config,
+        &config.alerts,
         snapshot.clone(),
         bus.clone(),
         acks,

@@ -29,18 +29,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("daemon and CLI", &["config", "cli", "daemon"]),
 ];
 
-/// Upward imports still in the tree, each a file and the module it reaches up to.
-/// The outputs' `spawn` functions still take the whole `Config` (for their section,
-/// the node name and the state directory): docs/architecture.md, "What is left".
-/// The list may only shrink: a new upward import fails the test.
-const KNOWN_UPWARD: &[(&str, &str)] = &[
-    ("outputs/button.rs", "config"),
-    ("outputs/buzzer.rs", "config"),
-    ("outputs/lora_link/mod.rs", "config"),
-    ("outputs/oled/mod.rs", "config"),
-    ("outputs/oled/wallet.rs", "config"),
-];
-
 fn agent_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src")
 }
@@ -151,19 +139,9 @@ fn no_module_imports_a_higher_layer() {
         unknown.is_empty(),
         "modules in no layer (add them to LAYERS and to the Layout in agent/src/lib.rs): {unknown:?}"
     );
-    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
-        .iter()
-        .map(|(f, m)| (f.to_string(), m.to_string()))
-        .collect();
-    let new: Vec<_> = upward.difference(&known).collect();
     assert!(
-        new.is_empty(),
-        "imports from a lower layer to a higher one: {new:?}"
-    );
-    let gone: Vec<_> = known.difference(&upward).collect();
-    assert!(
-        gone.is_empty(),
-        "fixed upward imports still listed in KNOWN_UPWARD (remove them): {gone:?}"
+        upward.is_empty(),
+        "imports from a lower layer to a higher one: {upward:?}"
     );
 }
 
@@ -202,12 +180,6 @@ fn modules_of_one_layer_form_no_cycle() {
         path.pop();
         done.insert(node.to_string());
         None
-    }
-    // The known upward imports close cycles through the top layer; leave them out.
-    for (file, module) in KNOWN_UPWARD {
-        if let Some(targets) = edges.get_mut(&module_of(file)) {
-            targets.remove(*module);
-        }
     }
     let mut done = BTreeSet::new();
     for node in edges.keys() {

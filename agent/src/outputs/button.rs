@@ -46,12 +46,12 @@ impl Default for ButtonConfig {
 }
 
 impl ButtonConfig {
-    /// The button in effect: `[button]`, with the deprecated `display.button` and
-    /// `display.button_gpio` applied on top where they are set.
-    pub fn effective(config: &crate::config::Config) -> ButtonConfig {
+    /// The button in effect: this `[button]`, with the deprecated `display.button`
+    /// and `display.button_gpio` applied on top where they are set.
+    pub fn with_deprecated(&self, enabled: Option<bool>, gpio: Option<u8>) -> ButtonConfig {
         ButtonConfig {
-            enabled: config.button.enabled && config.display.button.unwrap_or(true),
-            gpio: config.display.button_gpio.unwrap_or(config.button.gpio),
+            enabled: self.enabled && enabled.unwrap_or(true),
+            gpio: gpio.unwrap_or(self.gpio),
         }
     }
 
@@ -194,22 +194,17 @@ pub fn open_pin(bcm: u8) -> Result<Option<gpio::InputLine>, String> {
     gpio::Gpio::scan().input("nodewatch-button", bcm, gpio::Pull::Up)
 }
 
-/// Starts the button task when the button is on (see [`ButtonConfig::effective`]),
-/// something acts on it (the display or local alerting) and the pin opens; returns
-/// the sender to subscribe to.
+/// Starts the button task when the button (in effect: [`ButtonConfig::with_deprecated`])
+/// is on, something acts on it (`wanted`: the display or local alerting is on) and the
+/// pin opens; returns the sender to subscribe to.
 pub fn spawn(
-    config: &crate::config::Config,
-    outputs: &crate::outputs::OutputRegistry,
+    button: &ButtonConfig,
+    wanted: bool,
+    outputs: &crate::output_registry::OutputRegistry,
     stop: watch::Receiver<bool>,
 ) -> Option<broadcast::Sender<ButtonEvent>> {
-    let button = ButtonConfig::effective(config);
-    if !button.enabled || !(config.display.enabled || config.alerts.enabled) {
+    if !button.enabled || !wanted {
         return None;
-    }
-    if config.display.button.is_some() || config.display.button_gpio.is_some() {
-        tracing::warn!(
-            "display.button and display.button_gpio are deprecated: use [button] enabled and gpio."
-        );
     }
     let gpio = button.gpio;
     match open_pin(gpio) {

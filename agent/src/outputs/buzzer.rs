@@ -259,7 +259,7 @@ pub struct TaskContext {
 /// acknowledgements' upkeep, and the button's mute (and its acknowledgement when
 /// `handles_press`: there is no display). Ends, pins off, when `stop` turns true.
 pub fn spawn(
-    config: &crate::config::Config,
+    config: &crate::alerts::AlertsConfig,
     snapshot: Arc<Snapshot>,
     alerts: Arc<AlertBus>,
     acks: Arc<Acknowledgements>,
@@ -267,10 +267,10 @@ pub fn spawn(
     handles_press: bool,
     stop: watch::Receiver<bool>,
 ) -> Option<JoinHandle<()>> {
-    if !config.alerts.enabled {
+    if !config.enabled {
         return None;
     }
-    let c = &config.alerts.buzzer;
+    let c = &config.buzzer;
     let mut errors = Vec::new();
     let chips = gpio::Gpio::scan();
     let mut open = |name, bcm, active_high| {
@@ -281,7 +281,7 @@ pub fn spawn(
     let buzzer = c.enabled.then(|| open("buzzer", c.gpio, c.active_high));
     let led = c.led_gpio.map(|g| open("led", g, c.led_active_high));
     let simulated = matches!(buzzer, Some(EdgePin::Simulated(_)));
-    let longest_for = crate::alerts::effective_rules(&config.alerts)
+    let longest_for = crate::alerts::effective_rules(config)
         .map(|rules| rules.iter().map(|r| r.for_secs).max().unwrap_or(0))
         .unwrap_or(0);
     let context = TaskContext {

@@ -706,25 +706,19 @@ fn config_parses_with_defaults_and_names_bad_keys() {
 fn button_config_and_its_deprecated_display_keys() {
     let config = parse("");
     assert_eq!(
-        crate::outputs::button::ButtonConfig::effective(&config),
+        config.button_in_effect(),
         crate::outputs::button::ButtonConfig {
             enabled: true,
             gpio: 17
         }
     );
     let config = parse("[button]\ngpio = 22\n");
-    assert_eq!(
-        crate::outputs::button::ButtonConfig::effective(&config).gpio,
-        22
-    );
+    assert_eq!(config.button_in_effect().gpio, 22);
     // The former keys still work, and win where set.
     let config = parse("[display]\nbutton_gpio = 27\n");
-    assert_eq!(
-        crate::outputs::button::ButtonConfig::effective(&config).gpio,
-        27
-    );
+    assert_eq!(config.button_in_effect().gpio, 27);
     let config = parse("[display]\nbutton = false\n");
-    assert!(!crate::outputs::button::ButtonConfig::effective(&config).enabled);
+    assert!(!config.button_in_effect().enabled);
     let err = invalid("[button]\ngpio = 28\n");
     assert!(err.contains("button.gpio"), "{err}");
     let err = invalid("[display]\nbutton_gpio = 28\n");
@@ -744,7 +738,7 @@ async fn spawn_follows_the_config_and_simulates_off_a_pi() {
     config.alerts.enabled = false;
     assert!(
         spawn(
-            &config,
+            &config.alerts,
             snapshot.clone(),
             Arc::new(AlertBus::default()),
             acks.clone(),
@@ -761,7 +755,16 @@ async fn spawn_follows_the_config_and_simulates_off_a_pi() {
     config.alerts.enabled = true;
     let (stop, stop_rx) = watch::channel(false);
     let bus = Arc::new(AlertBus::default());
-    let task = spawn(&config, snapshot.clone(), bus, acks, None, true, stop_rx).expect("spawned");
+    let task = spawn(
+        &config.alerts,
+        snapshot.clone(),
+        bus,
+        acks,
+        None,
+        true,
+        stop_rx,
+    )
+    .expect("spawned");
     sleep_ms(10).await;
     assert!(snapshot.outputs().health()[OUTPUT_NAME].ok);
     let mut body = Vec::new();

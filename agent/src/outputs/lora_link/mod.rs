@@ -447,17 +447,17 @@ impl LoraConfig {
 /// Starts the link (node or gateway) when `lora.enabled`; a radio or key that fails
 /// is reported in the output's health and the agent runs on without it.
 pub fn spawn(
-    config: &crate::config::Config,
+    lora: &LoraConfig,
+    node_name: String,
+    state_dir: std::path::PathBuf,
     snapshot: Arc<Snapshot>,
     bus: Arc<AlertBus>,
     stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let lora = config.lora.clone();
+    let lora = lora.clone();
     if !lora.enabled {
         return None;
     }
-    let node_name = config.node_name();
-    let state_dir = config.state_dir.clone();
     Some(tokio::spawn(async move {
         let outputs = snapshot.outputs();
         let keys = match lora.keys() {

@@ -139,14 +139,11 @@ fn open_panel(
 /// next page). Returns the shared frame for `/display.png`, and the task, which
 /// blanks the panel and ends when `stop` turns true.
 pub fn spawn(
-    config: &crate::config::Config,
-    snapshot: Arc<Snapshot>,
-    alerts: Arc<AlertBus>,
-    acks: Arc<Acknowledgements>,
-    buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    display: &DisplayConfig,
+    node_name: &str,
+    inputs: DisplayInputs,
     stop: watch::Receiver<bool>,
 ) -> Option<(Arc<DisplayShared>, JoinHandle<()>)> {
-    let display = &config.display;
     if !display.enabled {
         return None;
     }
@@ -155,36 +152,51 @@ pub fn spawn(
         Ok(panel) => panel,
         Err(e) => {
             tracing::warn!(error = %e, "Display panel unavailable.");
-            snapshot
+            inputs
+                .snapshot
                 .outputs()
                 .report_health(OUTPUT_NAME, false, Some(e));
             None
         }
     };
-    Some(spawn_with_panel(
-        config, snapshot, alerts, acks, panel, buttons, stop,
-    ))
+    Some(spawn_with_panel(display, node_name, inputs, panel, stop))
+}
+
+/// What the display task reads and acts on.
+#[derive(Debug)]
+pub struct DisplayInputs {
+    /// The collectors' latest families; the display's health and metrics go here.
+    pub snapshot: Arc<Snapshot>,
+    /// The firing alerts.
+    pub alerts: Arc<AlertBus>,
+    /// The acknowledgements shared with the buzzer.
+    pub acks: Arc<Acknowledgements>,
+    /// Button events, when there is a button.
+    pub buttons: Option<broadcast::Receiver<ButtonEvent>>,
 }
 
 /// [`spawn`] with the panel given (tests drive a recording bus through it).
 pub fn spawn_with_panel(
-    config: &crate::config::Config,
-    snapshot: Arc<Snapshot>,
-    alerts: Arc<AlertBus>,
-    acks: Arc<Acknowledgements>,
+    display: &DisplayConfig,
+    node_name: &str,
+    inputs: DisplayInputs,
     panel: Option<Box<dyn PanelSink>>,
-    buttons: Option<broadcast::Receiver<ButtonEvent>>,
     stop: watch::Receiver<bool>,
 ) -> (Arc<DisplayShared>, JoinHandle<()>) {
-    let display = &config.display;
+    let DisplayInputs {
+        snapshot,
+        alerts,
+        acks,
+        buttons,
+    } = inputs;
     let size = display.panel_size().unwrap_or_default();
     let shared = Arc::new(DisplayShared::new(size));
     let task = DisplayTask {
         snapshot,
         shared: shared.clone(),
         controller: Controller::new(display.ui(), tokio::time::Instant::now().into_std()),
-        views: view::ViewBuilder::new(config.node_name())
-            .with_wallet(wallet::spawn(config, stop.clone()))
+        views: view::ViewBuilder::new(node_name.to_string())
+            .with_wallet(wallet::spawn(display, node_name, stop.clone()))
             .with_acks(acks.clone())
             .with_alerts(alerts.clone()),
         alerts,

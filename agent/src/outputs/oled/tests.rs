@@ -55,6 +55,43 @@ fn acks() -> Arc<Acknowledgements> {
     Acknowledgements::open(&std::env::temp_dir().join("nodewatch-display-tests-unused"))
 }
 
+/// [`spawn`] from a whole configuration, as the daemon calls it.
+fn start(
+    config: &Config,
+    snapshot: Arc<Snapshot>,
+    alerts: Arc<AlertBus>,
+    acks: Arc<Acknowledgements>,
+    buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    stop: watch::Receiver<bool>,
+) -> Option<(Arc<DisplayShared>, JoinHandle<()>)> {
+    let inputs = DisplayInputs {
+        snapshot,
+        alerts,
+        acks,
+        buttons,
+    };
+    spawn(&config.display, &config.node_name(), inputs, stop)
+}
+
+/// [`spawn_with_panel`] from a whole configuration.
+fn start_with_panel(
+    config: &Config,
+    snapshot: Arc<Snapshot>,
+    alerts: Arc<AlertBus>,
+    acks: Arc<Acknowledgements>,
+    panel: Option<Box<dyn PanelSink>>,
+    buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    stop: watch::Receiver<bool>,
+) -> (Arc<DisplayShared>, JoinHandle<()>) {
+    let inputs = DisplayInputs {
+        snapshot,
+        alerts,
+        acks,
+        buttons,
+    };
+    spawn_with_panel(&config.display, &config.node_name(), inputs, panel, stop)
+}
+
 fn config() -> Config {
     Config {
         node_name: Some("pi-test".into()),
@@ -109,7 +146,7 @@ async fn display_png_is_the_frame_and_follows_the_state() {
     store_temperature(&s, 48.0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let config = config();
-    let (shared, task) = spawn(
+    let (shared, task) = start(
         &config,
         s.clone(),
         Arc::new(AlertBus::default()),
@@ -156,7 +193,7 @@ async fn display_png_is_the_frame_and_follows_the_state() {
 async fn pages_rotate_in_the_served_frame() {
     let s = snapshot();
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (shared, _task) = spawn(
+    let (shared, _task) = start(
         &config(),
         s,
         Arc::new(AlertBus::default()),
@@ -201,7 +238,7 @@ fn disabled_display_has_no_task() {
         .expect("runtime");
     rt.block_on(async {
         assert!(
-            spawn(
+            start(
                 &config,
                 snapshot(),
                 Arc::new(AlertBus::default()),
@@ -264,7 +301,7 @@ async fn button_press_shows_the_next_page_at_once() {
         },
         ..config()
     };
-    let (shared, _task) = spawn(
+    let (shared, _task) = start(
         &config,
         s.clone(),
         Arc::new(AlertBus::default()),
@@ -314,7 +351,7 @@ async fn panel_errors_show_in_health_and_metrics_and_recover() {
         ..config()
     };
     let (_stop_tx, stop_rx) = watch::channel(false);
-    let (_shared, _task) = spawn_with_panel(
+    let (_shared, _task) = start_with_panel(
         &config,
         s.clone(),
         Arc::new(AlertBus::default()),
@@ -392,7 +429,7 @@ async fn button_press_wakes_then_acknowledges_then_pages() {
     let acks = Acknowledgements::open(dir.path());
     let bus = Arc::new(AlertBus::default());
     let (shared, _task) =
-        spawn(&config, s.clone(), bus.clone(), acks, Some(rx), stop_rx).expect("enabled");
+        start(&config, s.clone(), bus.clone(), acks, Some(rx), stop_rx).expect("enabled");
     let frame = |png: Vec<u8>| Frame::from_png(&png, PNG_SCALE).expect("png");
     advance(Duration::from_millis(600)).await;
     let overview = get_png(&shared).await;

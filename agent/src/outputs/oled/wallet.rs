@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use nodewatch_display::Wallet;
 use tokio::sync::watch;
 
+use super::DisplayConfig;
 use crate::collectors::textfile::parser::{self, Family, Value};
 use crate::http_client::{HttpUrl, parse_http_url};
 
@@ -164,10 +165,10 @@ pub fn parse_urls(urls: &[String]) -> Result<Vec<(String, HttpUrl)>, String> {
 
 /// Starts polling when URLs are configured; returns the shared state.
 pub fn spawn(
-    config: &crate::config::Config,
+    display: &DisplayConfig,
+    node_name: &str,
     stop: watch::Receiver<bool>,
 ) -> Option<Arc<Mutex<WalletState>>> {
-    let display = &config.display;
     if display.wallet_urls.is_empty() {
         return None;
     }
@@ -179,7 +180,7 @@ pub fn spawn(
         }
     };
     let filter = WalletFilter {
-        node: config.node_name(),
+        node: node_name.to_string(),
         addresses: display
             .wallet_addresses
             .iter()
