@@ -1,6 +1,7 @@
-//! The wallet exporter's settings: a TOML file (every key optional, unknown keys
-//! refused), then the wiki exporter's environment variables on top, so its users can
-//! switch without editing anything.
+//! The JSON-RPC settings both exporters share ([`RpcSettings`]), and the wallet
+//! exporter's settings: a TOML file (every key optional, unknown keys refused), then the
+//! wiki exporter's environment variables on top, so its users can switch without
+//! editing anything.
 //!
 //! | env | TOML key | meaning |
 //! |---|---|---|

@@ -271,7 +271,7 @@ pub enum CliError {
     /// The program could not be started.
     #[error("cannot start {program}: {message}")]
     Spawn {
-        /// argv[0].
+        /// `argv[0]`.
         program: String,
         /// The OS error.
         message: String,

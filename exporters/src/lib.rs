@@ -1,7 +1,8 @@
 //! nodewatch's Scroll exporters (design §3), separate binaries never linked into the
 //! agent.
 //!
-//! - [`config`]: the wallet exporter's TOML settings and the wiki's environment variables.
+//! - [`config`]: the JSON-RPC settings both share ([`config::RpcSettings`]), the wallet
+//!   exporter's TOML settings and the wiki's environment variables.
 //! - [`rpc`]: a small blocking JSON-RPC client; errors sorted by kind.
 //! - [`multicall`]: Multicall3 and ERC-20 ABI (alloy's `sol!`), exact unit conversion.
 //! - [`wallet`]: the state, one-request refresh with endpoint failover, families, health.
