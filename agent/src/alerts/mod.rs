@@ -41,28 +41,8 @@ use bus::AlertBus;
 use expr::{Expr, Families, Labels};
 use template::Template;
 
-/// How urgent an alert is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// For information.
-    Info,
-    /// Needs attention soon.
-    Warning,
-    /// Needs attention now.
-    Critical,
-}
-
-impl Severity {
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Critical => "critical",
-        }
-    }
-}
+/// How urgent an alert is: the one severity of every nodewatch crate.
+pub use nodewatch_severity::Severity;
 
 /// The `[alerts]` section.
 #[derive(Debug, Clone, Deserialize, PartialEq)]

@@ -47,20 +47,12 @@ const MAX_QUEUE: usize = 32;
 /// The longest wait between resends.
 const MAX_BACKOFF: Duration = Duration::from_secs(120);
 
-fn severity(s: crate::alerts::Severity) -> Severity {
-    match s {
-        crate::alerts::Severity::Info => Severity::Info,
-        crate::alerts::Severity::Warning => Severity::Warning,
-        crate::alerts::Severity::Critical => Severity::Critical,
-    }
-}
-
 /// What each firing alert name looks like on the air: its highest severity and the
 /// value of its most severe instance.
 pub fn by_name(alerts: &[FiringAlert]) -> BTreeMap<String, (Severity, f32)> {
     let mut out: BTreeMap<String, (Severity, f32)> = BTreeMap::new();
     for a in alerts {
-        let s = severity(a.severity);
+        let s = a.severity;
         let entry = out
             .entry(a.alertname.clone())
             .or_insert((s, a.value as f32));

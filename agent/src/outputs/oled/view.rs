@@ -275,11 +275,7 @@ impl ViewBuilder {
                 });
                 model.alerts.push(nodewatch_display::Alert {
                     name: alert.alertname.clone(),
-                    severity: match alert.severity {
-                        crate::alerts::Severity::Critical => nodewatch_display::Severity::Critical,
-                        crate::alerts::Severity::Warning => nodewatch_display::Severity::Warning,
-                        crate::alerts::Severity::Info => nodewatch_display::Severity::Info,
-                    },
+                    severity: alert.severity,
                     acknowledged,
                 });
             }
