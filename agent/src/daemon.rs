@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::collectors::{self, BuildContext};
 use crate::config::Config;
@@ -208,60 +209,7 @@ pub async fn run(
         + Duration::from_secs(1);
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
-    let bus = Arc::new(crate::alerts::bus::AlertBus::default());
-    bus.show_in_health(&snapshot);
-    let alerts = crate::alerts::spawn(
-        &config.alerts,
-        snapshot.clone(),
-        bus.clone(),
-        stop_rx.clone(),
-    );
-    let lora = crate::outputs::lora_link::spawn(
-        &config.lora,
-        config.node_name(),
-        config.state_dir.clone(),
-        snapshot.clone(),
-        bus.clone(),
-        stop_rx.clone(),
-    );
-    let remote_write = crate::remote_write::spawn(
-        config.remote_write.as_ref(),
-        &config.node_name(),
-        &config.state_dir,
-        snapshot.clone(),
-        stop_rx.clone(),
-    );
-    let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);
-    for warning in config.deprecation_warnings() {
-        tracing::warn!("{warning}");
-    }
-    let button = crate::outputs::button::spawn(
-        &config.button_in_effect(),
-        config.display.enabled || config.alerts.enabled,
-        snapshot.outputs(),
-        stop_rx.clone(),
-    );
-    let display = crate::outputs::oled::spawn(
-        &config.display,
-        &config.node_name(),
-        crate::outputs::oled::DisplayInputs {
-            snapshot: snapshot.clone(),
-            alerts: bus.clone(),
-            acks: acks.clone(),
-            buttons: button.as_ref().map(|b| b.subscribe()),
-        },
-        stop_rx.clone(),
-    );
-    // Without a display, the buzzer's task acknowledges on a press.
-    let buzzer = crate::outputs::buzzer::spawn(
-        &config.alerts,
-        snapshot.clone(),
-        bus.clone(),
-        acks,
-        button.as_ref().map(|b| b.subscribe()),
-        display.is_none(),
-        stop_rx.clone(),
-    );
+    let mut tasks = Tasks::spawn(&config, &snapshot, &stop_rx);
     let options = nodewatch_http::ServeOptions {
         telemetry_path: config.web.telemetry_path.clone(),
         max_requests: config.web.max_requests,
@@ -270,16 +218,14 @@ pub async fn run(
     };
     let mut router = nodewatch_http::router(snapshot.clone(), &options).merge(
         crate::alerts::test_alert::router(
-            bus.clone(),
+            tasks.bus.clone(),
             snapshot.clone(),
             config.node_name(),
             config.alerts.enabled,
         ),
     );
-    let mut display_task = None;
-    if let Some((frame, task)) = display {
+    if let Some(frame) = tasks.display_frame.take() {
         router = router.merge(crate::outputs::oled::router(frame));
-        display_task = Some(task);
     }
     let (first_round_tx, first_round) = watch::channel(false);
     let router = complete_first_scrape(router, options.telemetry_path.clone(), first_round);
@@ -296,24 +242,7 @@ pub async fn run(
     let served = nodewatch_http::serve(listener, router, &options, shutdown).await;
     ready.abort();
     let _ = stop_tx.send(true);
-    // The display blanks the panel before it ends.
-    if let Some(task) = display_task {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
-    if let Some(task) = alerts {
-        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-    }
-    // The buzzer and LED are left off.
-    if let Some(task) = buzzer {
-        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-    }
-    if let Some(task) = lora {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
-    // The buffer is on disk: an unsent batch waits for the next start.
-    if let Some(task) = remote_write {
-        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
-    }
+    tasks.stop().await;
     // Collectors stop at their next await; a collector stuck in a system call is left
     // behind (its thread ends with the process).
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -324,6 +253,103 @@ pub async fn run(
     served.context("HTTP server")?;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// The tasks that follow the store and the alert bus: alert evaluation, the outputs
+/// and remote_write.
+struct Tasks {
+    bus: Arc<crate::alerts::bus::AlertBus>,
+    alerts: Option<JoinHandle<()>>,
+    lora: Option<JoinHandle<()>>,
+    remote_write: Option<JoinHandle<()>>,
+    display: Option<JoinHandle<()>>,
+    /// `/display.png`'s frame, taken by the router.
+    display_frame: Option<Arc<crate::outputs::oled::DisplayShared>>,
+    buzzer: Option<JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Starts each task its section turns on, each given its own section.
+    fn spawn(config: &Config, snapshot: &Arc<Snapshot>, stop: &watch::Receiver<bool>) -> Self {
+        let node_name = config.node_name();
+        let bus = Arc::new(crate::alerts::bus::AlertBus::default());
+        bus.show_in_health(snapshot);
+        let alerts =
+            crate::alerts::spawn(&config.alerts, snapshot.clone(), bus.clone(), stop.clone());
+        let lora = crate::outputs::lora_link::spawn(
+            &config.lora,
+            node_name.clone(),
+            config.state_dir.clone(),
+            snapshot.clone(),
+            bus.clone(),
+            stop.clone(),
+        );
+        let remote_write = crate::remote_write::spawn(
+            config.remote_write.as_ref(),
+            &node_name,
+            &config.state_dir,
+            snapshot.clone(),
+            stop.clone(),
+        );
+        let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);
+        for warning in config.deprecation_warnings() {
+            tracing::warn!("{warning}");
+        }
+        let button = crate::outputs::button::spawn(
+            &config.button_in_effect(),
+            config.display.enabled || config.alerts.enabled,
+            snapshot.outputs(),
+            stop.clone(),
+        );
+        let display = crate::outputs::oled::spawn(
+            &config.display,
+            &node_name,
+            crate::outputs::oled::DisplayInputs {
+                snapshot: snapshot.clone(),
+                alerts: bus.clone(),
+                acks: acks.clone(),
+                buttons: button.as_ref().map(|b| b.subscribe()),
+            },
+            stop.clone(),
+        );
+        // Without a display, the buzzer's task acknowledges on a press.
+        let buzzer = crate::outputs::buzzer::spawn(
+            &config.alerts,
+            snapshot.clone(),
+            bus.clone(),
+            acks,
+            button.as_ref().map(|b| b.subscribe()),
+            display.is_none(),
+            stop.clone(),
+        );
+        let (display_frame, display) = display.unzip();
+        Self {
+            bus,
+            alerts,
+            lora,
+            remote_write,
+            display,
+            display_frame,
+            buzzer,
+        }
+    }
+
+    /// Waits for each task to end after `stop` turned true, each within its deadline.
+    async fn stop(self) {
+        let wait = |task: Option<JoinHandle<()>>, secs: u64| async move {
+            if let Some(task) = task {
+                let _ = tokio::time::timeout(Duration::from_secs(secs), task).await;
+            }
+        };
+        // The display blanks the panel before it ends.
+        wait(self.display, 2).await;
+        wait(self.alerts, 1).await;
+        // The buzzer and LED are left off.
+        wait(self.buzzer, 1).await;
+        wait(self.lora, 2).await;
+        // The buffer is on disk: an unsent batch waits for the next start.
+        wait(self.remote_write, 2).await;
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (shared with the exporters).
