@@ -185,6 +185,10 @@ pub struct CollectorsConfig {
     /// How long one collection may take before it counts as failed, in seconds. A
     /// collection still running at its next tick is not started twice. Default 5.
     pub timeout_secs: f64,
+    /// Collect what neither the alert rules nor the display read only when a scrape
+    /// (or remote_write) asks, at most every second, and at least every 60 s; false:
+    /// every collector on its interval. Default true.
+    pub on_demand: bool,
     /// Per-collector interval and timeout, e.g. `cpu = { interval_secs = 1 }`.
     pub schedule: BTreeMap<String, ScheduleOverride>,
     /// `[collectors.NAME]`: the sections of collectors with options, by name.
@@ -200,6 +204,7 @@ impl Default for CollectorsConfig {
             disable: Vec::new(),
             interval_secs: 2.0,
             timeout_secs: 5.0,
+            on_demand: true,
             schedule: BTreeMap::new(),
             sections: BTreeMap::new(),
         }
@@ -371,7 +376,8 @@ impl Config {
                         .collect();
                     return Err(format!(
                         "unknown key collectors.{key}; the keys are disable_defaults, enable, \
-                         disable, interval_secs, timeout_secs, schedule, and the sections of {}",
+                         disable, interval_secs, timeout_secs, on_demand, schedule, and the \
+                         sections of {}",
                         with_sections.join(", ")
                     ));
                 }

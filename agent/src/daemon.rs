@@ -171,24 +171,52 @@ async fn notify_ready_after_first_collection(
 /// Holds a scrape of `telemetry_path` until the first collection round has ended, so
 /// the first answer is as complete as node_exporter's; the wait is bounded by the
 /// round's own bound (see [`notify_ready_after_first_collection`]).
-fn complete_first_scrape(
+fn complete_scrapes(
     router: axum::Router,
     telemetry_path: String,
     first_round: watch::Receiver<bool>,
+    on_demand: Arc<scheduler::OnDemand>,
 ) -> axum::Router {
     router.layer(axum::middleware::from_fn(
         move |request: axum::extract::Request, next: axum::middleware::Next| {
             let mut first_round = first_round.clone();
+            let on_demand = on_demand.clone();
             let is_scrape = request.uri().path() == telemetry_path;
             async move {
                 if is_scrape {
                     // An error means the notifier ended early (shutdown): serve anyway.
                     let _ = first_round.wait_for(|done| *done).await;
+                    on_demand.refresh().await;
                 }
                 next.run(request).await
             }
         },
     ))
+}
+
+/// What stays on the fast tick: the families the alert rules read (when local
+/// alerting is on) and the collectors the display reads (when it is on).
+pub fn fast_set(config: &Config) -> scheduler::FastSet {
+    let mut fast = scheduler::FastSet {
+        all: !config.collectors.on_demand,
+        ..scheduler::FastSet::default()
+    };
+    if config.alerts.enabled {
+        // Rules were checked by `Config::parse`; one that fails here is left out by the
+        // evaluator too.
+        for rule in crate::alerts::compile(&config.alerts).unwrap_or_default() {
+            fast.families
+                .extend(rule.metric_names().into_iter().map(String::from));
+        }
+    }
+    if config.display.enabled {
+        fast.collectors.extend(
+            crate::outputs::oled::COLLECTORS_READ
+                .iter()
+                .map(|c| c.to_string()),
+        );
+    }
+    fast
 }
 
 /// Runs until `shutdown` completes: collectors, then the server; returns after the
@@ -208,8 +236,13 @@ pub async fn run(
         .unwrap_or_default()
         + Duration::from_secs(1);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut collectors = scheduler::spawn_all(scheduled, snapshot.clone(), stop_rx.clone());
-    let mut tasks = Tasks::spawn(&config, &snapshot, &stop_rx);
+    let (mut collectors, on_demand) = scheduler::spawn_all(
+        scheduled,
+        snapshot.clone(),
+        fast_set(&config),
+        stop_rx.clone(),
+    );
+    let mut tasks = Tasks::spawn(&config, &snapshot, &on_demand, &stop_rx);
     let options = nodewatch_http::ServeOptions {
         telemetry_path: config.web.telemetry_path.clone(),
         max_requests: config.web.max_requests,
@@ -228,7 +261,12 @@ pub async fn run(
         router = router.merge(crate::outputs::oled::router(frame));
     }
     let (first_round_tx, first_round) = watch::channel(false);
-    let router = complete_first_scrape(router, options.telemetry_path.clone(), first_round);
+    let router = complete_scrapes(
+        router,
+        options.telemetry_path.clone(),
+        first_round,
+        on_demand,
+    );
     let local = listener.local_addr().context("listener address")?;
     tracing::info!(address = %local, telemetry_path = options.telemetry_path.as_str(), "Listening.");
     let watchdog = nodewatch_http::systemd::start_watchdog();
@@ -270,7 +308,12 @@ struct Tasks {
 
 impl Tasks {
     /// Starts each task its section turns on, each given its own section.
-    fn spawn(config: &Config, snapshot: &Arc<Snapshot>, stop: &watch::Receiver<bool>) -> Self {
+    fn spawn(
+        config: &Config,
+        snapshot: &Arc<Snapshot>,
+        on_demand: &Arc<scheduler::OnDemand>,
+        stop: &watch::Receiver<bool>,
+    ) -> Self {
         let node_name = config.node_name();
         let bus = Arc::new(crate::alerts::bus::AlertBus::default());
         bus.show_in_health(snapshot);
@@ -288,7 +331,10 @@ impl Tasks {
             config.remote_write.as_ref(),
             &node_name,
             &config.state_dir,
-            snapshot.clone(),
+            crate::remote_write::Source {
+                snapshot: snapshot.clone(),
+                on_demand: on_demand.clone(),
+            },
             stop.clone(),
         );
         let acks = crate::alerts::sound::Acknowledgements::open(&config.state_dir);

@@ -1,26 +1,41 @@
-//! Runs every collector in the background, each on its own interval and under its own
-//! timeout, and stores the results in the [`Snapshot`].
+//! Runs every collector in the background under its own timeout, and stores the
+//! results in the [`Snapshot`].
+//!
+//! Two speeds (issue 14, "idle like node_exporter"): a collector whose families the
+//! alert rules or the display read (a [`FastSet`]) runs on its interval, so a
+//! condition reaches the buzzer within seconds. Every other collector runs when a
+//! scrape (or remote_write) asks for fresh values through [`OnDemand::refresh`],
+//! and at least every [`IDLE_REFRESH`] so local health stays current without a
+//! scraper. Every collector runs once at start, which tells which families it
+//! writes; it is sorted after each run.
 //!
 //! A run happens on a blocking thread (collectors do file I/O and system calls). A run
 //! that outlives its timeout is recorded as a failure; while it is still stuck (a
 //! FIFO, a dead NFS mount) no second run of that collector is started, so threads do
-//! not pile up, and the other collectors go on.
+//! not pile up, the other collectors go on, and a scrape never waits on it again.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::collectors::{CollectError, Collector};
+use crate::collectors::{Cadence, CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
 
 /// Gap between the first runs of consecutive collectors.
 const STAGGER: Duration = Duration::from_millis(3);
+
+/// Longest an on-demand collector goes without a run when nobody asks.
+pub const IDLE_REFRESH: Duration = Duration::from_secs(60);
+
+/// A refresh younger than this serves the next scrape as it is: concurrent scrapes
+/// share one collection.
+pub const FRESHNESS: Duration = Duration::from_secs(1);
 
 /// One collector with its schedule.
 pub struct Scheduled {
@@ -28,7 +43,7 @@ pub struct Scheduled {
     pub index: usize,
     /// The collector.
     pub collector: Arc<dyn Collector>,
-    /// Time between runs.
+    /// Time between runs while it is on the fast tick.
     pub interval: Duration,
     /// Longest a run may take.
     pub timeout: Duration,
@@ -43,12 +58,131 @@ impl std::fmt::Debug for Scheduled {
     }
 }
 
-/// Spawns one task per collector; they stop when `shutdown` turns true.
+/// What keeps a collector on the fast tick: the family names the alert rules read,
+/// and the collectors the display reads.
+#[derive(Debug, Clone, Default)]
+pub struct FastSet {
+    /// Family names (a collector writing any of them is fast).
+    pub families: HashSet<String>,
+    /// Collector names.
+    pub collectors: HashSet<String>,
+    /// Every collector is fast (the old behaviour; `collectors.on_demand = false`).
+    pub all: bool,
+}
+
+impl FastSet {
+    /// Whether the collector `name`, which wrote `families` in its last good run,
+    /// belongs on the fast tick.
+    fn wants(
+        &self,
+        name: &str,
+        cadence: Cadence,
+        families: &[prometheus::proto::MetricFamily],
+    ) -> bool {
+        self.all
+            || cadence == Cadence::Watch
+            || self.collectors.contains(name)
+            || families.iter().any(|f| self.families.contains(f.name()))
+    }
+}
+
+/// Scrapes ask the on-demand collectors for fresh values here.
+#[derive(Debug)]
+pub struct OnDemand {
+    /// The refresh generation asked for.
+    requested: watch::Sender<u64>,
+    /// Per slot: the last generation its run answered.
+    answered: watch::Sender<Vec<u64>>,
+    /// Per slot: whether it runs on demand (else on the fast tick).
+    lazy: Vec<AtomicBool>,
+    /// When the last refresh completed (tokio's clock, so tests can pause it).
+    last_refresh: Mutex<Option<tokio::time::Instant>>,
+    /// Longest a refresh waits: the longest timeout of a collector.
+    max_wait: Duration,
+}
+
+impl OnDemand {
+    fn new(slots: usize, max_wait: Duration) -> Self {
+        Self {
+            requested: watch::Sender::new(0),
+            answered: watch::Sender::new(vec![0; slots]),
+            lazy: (0..slots).map(|_| AtomicBool::new(false)).collect(),
+            last_refresh: Mutex::new(None),
+            max_wait,
+        }
+    }
+
+    /// Whether the collector of slot `index` runs on demand now.
+    pub fn is_on_demand(&self, index: usize) -> bool {
+        self.lazy
+            .get(index)
+            .is_some_and(|l| l.load(Ordering::Acquire))
+    }
+
+    fn all_answered(&self, generation: u64, answered: &[u64]) -> bool {
+        answered
+            .iter()
+            .enumerate()
+            .all(|(i, a)| *a >= generation || !self.is_on_demand(i))
+    }
+
+    /// Brings the on-demand collectors' values up to date: joins a refresh under way,
+    /// serves a refresh younger than [`FRESHNESS`] as it is, else asks for one. Waits
+    /// at most the longest collector timeout; a hung collector answers at once (it
+    /// records "still running") after its first timeout.
+    pub async fn refresh(&self) {
+        let generation = {
+            let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
+            let requested = *self.requested.borrow();
+            if !self.all_answered(requested, &self.answered.borrow()) {
+                requested
+            } else if last.is_some_and(|t| t.elapsed() < FRESHNESS) {
+                return;
+            } else {
+                *last = None;
+                self.requested.send_modify(|g| *g += 1);
+                requested + 1
+            }
+        };
+        let mut answered = self.answered.subscribe();
+        let _ = tokio::time::timeout(
+            self.max_wait,
+            answered.wait_for(|a| self.all_answered(generation, a)),
+        )
+        .await;
+        let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
+        if *self.requested.borrow() == generation {
+            *last = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn answer(&self, index: usize, generation: u64) {
+        self.answered.send_if_modified(|a| match a.get_mut(index) {
+            Some(slot) if *slot < generation => {
+                *slot = generation;
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+/// Spawns one task per collector; they stop when `shutdown` turns true. The returned
+/// [`OnDemand`] is what scrapes call before they read the snapshot.
 pub fn spawn_all(
     collectors: Vec<Scheduled>,
     snapshot: Arc<Snapshot>,
+    fast: FastSet,
     shutdown: watch::Receiver<bool>,
-) -> JoinSet<()> {
+) -> (JoinSet<()>, Arc<OnDemand>) {
+    let max_wait = collectors
+        .iter()
+        .map(|c| c.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_millis(100);
+    let on_demand = Arc::new(OnDemand::new(snapshot.slots().len(), max_wait));
+    let fast = Arc::new(fast);
     let mut set = JoinSet::new();
     // Starts are spread a few milliseconds apart: each run takes well under a
     // millisecond, so one or two blocking threads serve them all, rather than one
@@ -56,14 +190,20 @@ pub fn spawn_all(
     let start = tokio::time::Instant::now();
     for (i, scheduled) in collectors.into_iter().enumerate() {
         let offset = STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
-        set.spawn(run_collector(
+        let task = CollectorTask {
+            ticker: tokio::time::interval_at(start + offset, scheduled.interval),
             scheduled,
-            snapshot.clone(),
-            shutdown.clone(),
-            start + offset,
-        ));
+            snapshot: snapshot.clone(),
+            on_demand: on_demand.clone(),
+            fast: fast.clone(),
+            in_flight: Arc::new(AtomicBool::new(false)),
+            stuck_since: None,
+            last_outcome: Outcome::Ok,
+            logged_drops: HashSet::new(),
+        };
+        set.spawn(task.run(shutdown.clone()));
     }
-    set
+    (set, on_demand)
 }
 
 /// Outcome of one run, for logging transitions.
@@ -74,41 +214,84 @@ enum Outcome {
     Failed,
 }
 
-async fn run_collector(
+/// One collector's task and what it remembers between runs.
+struct CollectorTask {
     scheduled: Scheduled,
     snapshot: Arc<Snapshot>,
-    mut shutdown: watch::Receiver<bool>,
-    start: tokio::time::Instant,
-) {
-    let name = snapshot.slots()[scheduled.index].spec.name;
-    let mut ticker = tokio::time::interval_at(start, scheduled.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let in_flight = Arc::new(AtomicBool::new(false));
-    let mut stuck_since: Option<Instant> = None;
-    let mut last_outcome = Outcome::Ok;
-    let mut logged_drops: HashSet<String> = HashSet::new();
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+    on_demand: Arc<OnDemand>,
+    fast: Arc<FastSet>,
+    ticker: tokio::time::Interval,
+    in_flight: Arc<AtomicBool>,
+    stuck_since: Option<Instant>,
+    last_outcome: Outcome,
+    logged_drops: HashSet<String>,
+}
+
+impl CollectorTask {
+    fn name(&self) -> &'static str {
+        self.snapshot.slots()[self.scheduled.index].spec.name
+    }
+
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.ticker
+            .set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut requests = self.on_demand.requested.subscribe();
+        let index = self.scheduled.index;
+        let mut last_run = tokio::time::Instant::now();
+        loop {
+            let lazy = self.on_demand.is_on_demand(index);
+            tokio::select! {
+                _ = self.ticker.tick(), if !lazy => {}
+                _ = requests.changed(), if lazy => {}
+                _ = tokio::time::sleep_until(last_run + IDLE_REFRESH), if lazy => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let generation = *requests.borrow_and_update();
+            last_run = tokio::time::Instant::now();
+            self.run_once().await;
+            self.sort();
+            self.on_demand.answer(index, generation);
         }
-        if *shutdown.borrow() {
-            return;
+    }
+
+    /// Puts the collector on the fast tick or on demand, by what it last wrote.
+    fn sort(&self) {
+        let slot = &self.snapshot.slots()[self.scheduled.index];
+        let families = slot.state().families;
+        let fast = self
+            .fast
+            .wants(slot.spec.name, slot.spec.cadence, &families);
+        let was_lazy = self.on_demand.lazy[self.scheduled.index].swap(!fast, Ordering::AcqRel);
+        if was_lazy == fast {
+            tracing::debug!(
+                collector = slot.spec.name,
+                on_demand = !fast,
+                "Collector schedule."
+            );
         }
-        if in_flight.load(Ordering::Acquire) {
-            let since = stuck_since.get_or_insert_with(Instant::now);
+    }
+
+    /// One run: skipped (and recorded as failing) while the last one is stuck.
+    async fn run_once(&mut self) {
+        let index = self.scheduled.index;
+        let timeout = self.scheduled.timeout;
+        if self.in_flight.load(Ordering::Acquire) {
+            let since = self.stuck_since.get_or_insert_with(Instant::now);
             let message = format!(
                 "previous collection still running after {:.1}s",
-                since.elapsed().as_secs_f64() + scheduled.timeout.as_secs_f64()
+                since.elapsed().as_secs_f64() + timeout.as_secs_f64()
             );
-            snapshot.store_failure(scheduled.index, message, false, scheduled.timeout);
-            continue;
+            self.snapshot.store_failure(index, message, false, timeout);
+            return;
         }
-        stuck_since = None;
-        snapshot.begin_run(scheduled.index);
-        in_flight.store(true, Ordering::Release);
-        let collector = scheduled.collector.clone();
-        let flag = in_flight.clone();
+        self.stuck_since = None;
+        self.snapshot.begin_run(index);
+        self.in_flight.store(true, Ordering::Release);
+        let collector = self.scheduled.collector.clone();
+        let flag = self.in_flight.clone();
         let started = Instant::now();
         let job = tokio::task::spawn_blocking(move || {
             let mut sink = MetricSink::new();
@@ -116,70 +299,60 @@ async fn run_collector(
             flag.store(false, Ordering::Release);
             result
         });
-        let result = tokio::time::timeout(scheduled.timeout, job).await;
+        let result = tokio::time::timeout(timeout, job).await;
         let duration = started.elapsed();
         let outcome = match result {
             Ok(Ok(Ok(families))) => {
-                for name in snapshot.store_success(scheduled.index, families, duration) {
-                    if logged_drops.insert(name.clone()) {
-                        tracing::warn!(
-                            collector = name.as_str(),
-                            family = name.as_str(),
-                            "Dropped a family that a built-in collector also exports."
-                        );
-                    }
-                }
+                self.store(families, duration);
                 Outcome::Ok
             }
-            Ok(Ok(Err(error))) => {
-                let no_data = error.is_no_data();
-                record_error(
-                    &snapshot,
-                    scheduled.index,
-                    name,
-                    &error,
-                    duration,
-                    &last_outcome,
-                );
-                if no_data {
-                    Outcome::NoData
-                } else {
-                    Outcome::Failed
-                }
-            }
-            Ok(Err(join_error)) => {
-                // A panic in a collector is a bug; keep serving the rest.
-                let error = CollectError::Other(format!("collector panicked: {join_error}"));
-                record_error(
-                    &snapshot,
-                    scheduled.index,
-                    name,
-                    &error,
-                    duration,
-                    &last_outcome,
-                );
-                Outcome::Failed
-            }
-            Err(_elapsed) => {
-                let error = CollectError::Other(format!(
-                    "timed out after {:.1}s",
-                    scheduled.timeout.as_secs_f64()
-                ));
-                record_error(
-                    &snapshot,
-                    scheduled.index,
-                    name,
-                    &error,
-                    duration,
-                    &last_outcome,
-                );
-                Outcome::Failed
-            }
+            Ok(Ok(Err(error))) => self.fail(&error, duration),
+            // A panic in a collector is a bug; keep serving the rest.
+            Ok(Err(join_error)) => self.fail(
+                &CollectError::Other(format!("collector panicked: {join_error}")),
+                duration,
+            ),
+            Err(_elapsed) => self.fail(
+                &CollectError::Other(format!("timed out after {:.1}s", timeout.as_secs_f64())),
+                duration,
+            ),
         };
-        if outcome == Outcome::Ok && last_outcome == Outcome::Failed {
-            tracing::info!(collector = name, "Collector recovered.");
+        if outcome == Outcome::Ok && self.last_outcome == Outcome::Failed {
+            tracing::info!(collector = self.name(), "Collector recovered.");
         }
-        last_outcome = outcome;
+        self.last_outcome = outcome;
+    }
+
+    fn store(&mut self, families: Vec<prometheus::proto::MetricFamily>, duration: Duration) {
+        let name = self.name();
+        let dropped = self
+            .snapshot
+            .store_success(self.scheduled.index, families, duration);
+        for family in dropped {
+            if self.logged_drops.insert(family.clone()) {
+                tracing::warn!(
+                    collector = name,
+                    family = family.as_str(),
+                    "Dropped a family that a built-in collector also exports."
+                );
+            }
+        }
+    }
+
+    fn fail(&self, error: &CollectError, duration: Duration) -> Outcome {
+        record_error(
+            &self.snapshot,
+            self.scheduled.index,
+            self.name(),
+            error,
+            duration,
+            &self.last_outcome,
+        );
+        if error.is_no_data() {
+            Outcome::NoData
+        } else {
+            Outcome::Failed
+        }
     }
 }
 
@@ -251,6 +424,170 @@ mod tests {
         }
     }
 
+    /// Every collector on the fast tick.
+    fn every() -> FastSet {
+        FastSet {
+            all: true,
+            ..FastSet::default()
+        }
+    }
+
+    /// Counts its runs; writes `test_runs`.
+    struct Counting(std::sync::atomic::AtomicU64);
+
+    impl Collector for Counting {
+        fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+            let n = self.0.fetch_add(1, Ordering::AcqRel) + 1;
+            out.gauge("test_runs", "Runs.", &[], n as f64);
+            Ok(())
+        }
+    }
+
+    fn runs(snapshot: &Snapshot, name: &str) -> u64 {
+        snapshot.slot(name).expect("slot").state().runs
+    }
+
+    /// Two counting collectors, `loadavg` (its family read by a rule) and `arp` (read
+    /// by nobody), 2 s apart.
+    fn two_speeds() -> (Arc<Snapshot>, Vec<Scheduled>, FastSet) {
+        let specs = vec![
+            (
+                collectors::spec("loadavg").expect("spec"),
+                Duration::from_secs(2),
+            ),
+            (
+                collectors::spec("arp").expect("spec"),
+                Duration::from_secs(2),
+            ),
+        ];
+        let snapshot = Arc::new(Snapshot::new(specs));
+        let scheduled = (0..2)
+            .map(|index| Scheduled {
+                index,
+                collector: Arc::new(Counting(Default::default())),
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+            })
+            .collect();
+        let fast = FastSet {
+            families: ["node_load1".to_string()].into(),
+            ..FastSet::default()
+        };
+        (snapshot, scheduled, fast)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_no_rule_reads_runs_when_a_scrape_asks() {
+        let (snapshot, scheduled, mut fast) = two_speeds();
+        // `arp` writes test_runs; make `loadavg` fast by name instead of family.
+        fast.collectors.insert("loadavg".into());
+        let (tx, rx) = watch::channel(false);
+        let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), fast, rx);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            (runs(&snapshot, "loadavg"), runs(&snapshot, "arp")),
+            (1, 1),
+            "first round"
+        );
+        assert!(on_demand.is_on_demand(1) && !on_demand.is_on_demand(0));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(runs(&snapshot, "loadavg"), 6, "fast: every 2 s");
+        assert_eq!(runs(&snapshot, "arp"), 1, "on demand: not on the tick");
+        on_demand.refresh().await;
+        assert_eq!(runs(&snapshot, "arp"), 2, "a scrape asks");
+        on_demand.refresh().await;
+        assert_eq!(runs(&snapshot, "arp"), 2, "fresh within a second: shared");
+        tokio::time::sleep(FRESHNESS).await;
+        let (a, b) = tokio::join!(on_demand.refresh(), on_demand.refresh());
+        let _ = (a, b);
+        assert_eq!(
+            runs(&snapshot, "arp"),
+            3,
+            "two concurrent scrapes, one collection"
+        );
+        tokio::time::sleep(IDLE_REFRESH + Duration::from_millis(100)).await;
+        assert_eq!(runs(&snapshot, "arp"), 4, "at least every {IDLE_REFRESH:?}");
+        tx.send(true).expect("send");
+        while set.join_next().await.is_some() {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_writing_a_family_a_rule_reads_stays_fast() {
+        let (snapshot, mut scheduled, fast) = two_speeds();
+        let loadavg = Arc::new(Scripted {
+            results: Mutex::new(vec![Ok(1.0)]),
+        });
+        // A collector writing node_load1 (as the real loadavg does).
+        struct Load(Arc<Scripted>);
+        impl Collector for Load {
+            fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+                out.gauge("node_load1", "Load.", &[], 0.5);
+                self.0.collect(out)
+            }
+        }
+        scheduled[0].collector = Arc::new(Load(loadavg));
+        let (tx, rx) = watch::channel(false);
+        let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), fast, rx);
+        tokio::time::sleep(Duration::from_millis(4_100)).await;
+        assert!(!on_demand.is_on_demand(0));
+        assert_eq!(runs(&snapshot, "loadavg"), 3);
+        assert_eq!(runs(&snapshot, "arp"), 1);
+        tx.send(true).expect("send");
+        while set.join_next().await.is_some() {}
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hung_on_demand_collector_holds_a_scrape_at_most_once() {
+        let specs = vec![(
+            collectors::spec("arp").expect("spec"),
+            Duration::from_millis(30),
+        )];
+        let snapshot = Arc::new(Snapshot::new(specs));
+        let (release, hang) = std::sync::mpsc::channel();
+        let (tx, rx) = watch::channel(false);
+        // The first run succeeds (so the collector is known and goes on demand), the
+        // second hangs.
+        struct ThenHang(Mutex<std::sync::mpsc::Receiver<()>>, AtomicBool);
+        impl Collector for ThenHang {
+            fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+                if self.1.swap(true, Ordering::AcqRel) {
+                    let _ = self.0.lock().expect("lock").recv();
+                }
+                out.gauge("test_value", "Test.", &[], 1.0);
+                Ok(())
+            }
+        }
+        let scheduled = vec![Scheduled {
+            index: 0,
+            collector: Arc::new(ThenHang(Mutex::new(hang), AtomicBool::new(false))),
+            interval: Duration::from_millis(30),
+            timeout: Duration::from_millis(200),
+        }];
+        let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), FastSet::default(), rx);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(on_demand.is_on_demand(0));
+        let started = Instant::now();
+        on_demand.refresh().await;
+        let first = started.elapsed();
+        assert!(
+            first >= Duration::from_millis(150) && first < Duration::from_secs(1),
+            "{first:?}"
+        );
+        tokio::time::sleep(FRESHNESS).await;
+        let started = Instant::now();
+        on_demand.refresh().await;
+        assert!(
+            started.elapsed() < Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        let state = snapshot.slot("arp").expect("slot").state();
+        assert!(state.last_error.expect("error").contains("still running"));
+        release.send(()).expect("release");
+        tx.send(true).expect("send");
+        while set.join_next().await.is_some() {}
+    }
+
     fn text(snapshot: &Snapshot) -> String {
         String::from_utf8(snapshot.exposition().text().to_vec()).expect("utf8")
     }
@@ -276,7 +613,7 @@ mod tests {
             interval: Duration::from_millis(50),
             timeout: Duration::from_secs(1),
         };
-        let mut set = spawn_all(vec![scheduled], snapshot.clone(), rx);
+        let (mut set, _) = spawn_all(vec![scheduled], snapshot.clone(), every(), rx);
         let mut seen_failure = false;
         for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -333,7 +670,7 @@ mod tests {
                 timeout: Duration::from_millis(50),
             },
         ];
-        let mut set = spawn_all(set_items, snapshot.clone(), rx);
+        let (mut set, _) = spawn_all(set_items, snapshot.clone(), every(), rx);
         tokio::time::sleep(Duration::from_millis(400)).await;
         let started = Instant::now();
         let body = text(&snapshot);

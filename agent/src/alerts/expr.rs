@@ -225,6 +225,24 @@ impl Expr {
         Ok(Expr { root })
     }
 
+    /// The metric names its selectors read.
+    pub fn metric_names(&self) -> Vec<&str> {
+        fn walk<'a>(node: &'a Node, out: &mut Vec<&'a str>) {
+            match node {
+                Node::Number(_) => {}
+                Node::Selector(s) | Node::Absent(s) => out.push(&s.metric),
+                Node::Negate(inner) => walk(inner, out),
+                Node::Binary { lhs, rhs, .. } => {
+                    walk(lhs, out);
+                    walk(rhs, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &mut out);
+        out
+    }
+
     /// Evaluates the expression on `families`. Errors are PromQL's runtime errors
     /// (several right-hand samples matching one left-hand sample).
     pub fn eval(&self, families: &Families<'_>) -> Result<Vec<Sample>, String> {

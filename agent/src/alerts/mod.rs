@@ -306,6 +306,11 @@ pub struct CompiledRule {
 }
 
 impl CompiledRule {
+    /// The metric names its expression reads.
+    pub fn metric_names(&self) -> Vec<&str> {
+        self.expr.metric_names()
+    }
+
     /// Parses a rule's expression and templates.
     pub fn compile(rule: &RuleConfig) -> Result<CompiledRule, RuleError> {
         let expr = Expr::parse(rule.expr.get_ref()).map_err(|e| RuleError {

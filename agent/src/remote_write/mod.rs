@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::metrics::MetricSink;
+use crate::scheduler::OnDemand;
 use crate::snapshot::Snapshot;
 use sender::{Auth, Endpoint, Outcome};
 use wal::Wal;
@@ -236,12 +237,23 @@ struct Counters {
     failing: Option<String>,
 }
 
+/// Where the pushed samples come from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The latest results.
+    pub snapshot: Arc<Snapshot>,
+    /// Asked before each sample set, as a scrape does, so on-demand collectors are
+    /// as fresh as a scrape would see them.
+    pub on_demand: Arc<OnDemand>,
+}
+
 /// What both tasks share.
 #[derive(Debug)]
 struct Shared {
     wal: Mutex<Wal>,
     counters: Mutex<Counters>,
     snapshot: Arc<Snapshot>,
+    on_demand: Arc<OnDemand>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -382,10 +394,14 @@ pub fn spawn(
     config: Option<&RemoteWriteConfig>,
     node_name: &str,
     state_dir: &std::path::Path,
-    snapshot: Arc<Snapshot>,
+    source: Source,
     stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let rw = config?.clone();
+    let Source {
+        snapshot,
+        on_demand,
+    } = source;
     let labels = rw.external_labels(node_name);
     let dir = state_dir.join(BUFFER_DIR);
     Some(tokio::spawn(async move {
@@ -449,6 +465,7 @@ pub fn spawn(
             wal: Mutex::new(wal),
             counters: Mutex::new(Counters::default()),
             snapshot,
+            on_demand,
         });
         shared.publish();
         let collecting = tokio::spawn(collect(
@@ -512,6 +529,7 @@ async fn collect(
         if *stop.borrow() {
             return;
         }
+        shared.on_demand.refresh().await;
         let text = nodewatch_http::MetricsSource::exposition(shared.snapshot.as_ref()).text();
         let timestamp_ms = (crate::metrics::unix_now() * 1000.0) as i64;
         let task_shared = shared.clone();

@@ -46,6 +46,16 @@ use crate::snapshot::Snapshot;
 
 /// The output's name in health and logs.
 pub const OUTPUT_NAME: &str = "display";
+/// The collectors whose families the pages show: they stay on the fast tick while the
+/// display is on (`scheduler::FastSet`).
+pub const COLLECTORS_READ: &[&str] = &[
+    "cpu",
+    "thermal_zone",
+    "meminfo",
+    "filesystem",
+    "pi",
+    "intmax_builder",
+];
 /// Scale of `/display.png`.
 pub const PNG_SCALE: u32 = 4;
 /// How often the `nodewatch_display_*` families are refreshed in `/metrics`.

@@ -477,3 +477,26 @@ async fn button_press_wakes_then_acknowledges_then_pages() {
         "system page shown"
     );
 }
+
+/// The view reads no collector beyond `COLLECTORS_READ`, which keeps those on the
+/// fast tick.
+#[test]
+fn the_view_reads_only_the_collectors_it_declares() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/outputs/oled");
+    let mut read = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("oled dir") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("read");
+        for (i, _) in text.match_indices("reading(snapshot, \"") {
+            let rest = &text[i + "reading(snapshot, \"".len()..];
+            read.push(rest.split('"').next().unwrap_or("").to_string());
+        }
+    }
+    assert!(!read.is_empty(), "no reading(snapshot, …) found");
+    for name in read {
+        assert!(
+            super::COLLECTORS_READ.contains(&name.as_str()),
+            "the view reads {name}, missing from COLLECTORS_READ"
+        );
+    }
+}
