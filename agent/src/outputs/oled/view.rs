@@ -171,99 +171,96 @@ impl ViewBuilder {
             node_name: self.node_name.clone(),
             ..ViewModel::default()
         };
-        let mut oldest_stale: Option<SystemTime> = None;
-        let mut mark = |model: &mut ViewModel, r: &Reading, source: Source| {
-            if r.stale {
-                if !model.stale.contains(&source) {
-                    model.stale.push(source);
-                }
-                if let Some(t) = r.state.last_success {
-                    oldest_stale = Some(oldest_stale.map_or(t, |o| o.min(t)));
-                }
-            }
-        };
+        let mut staleness = Staleness::default();
+        self.system_readings(snapshot, &mut model, &mut staleness);
+        Self::builder_reading(snapshot, &mut model, &mut staleness);
+        self.wallet_figures(&mut model, &mut staleness);
+        self.firing_alerts(&mut model);
+        model.ip_address = self.ip_address(now);
+        if let Some(age) = staleness.age_secs() {
+            model.stale_age_secs = Some(age);
+        }
+        model
+    }
+
+    /// The node's own figures: CPU share, SoC temperature, memory, root disk and power.
+    fn system_readings(
+        &mut self,
+        snapshot: &Snapshot,
+        model: &mut ViewModel,
+        staleness: &mut Staleness,
+    ) {
         if let Some(r) = reading(snapshot, "cpu") {
-            if let Some((busy, total)) = cpu_seconds(&r.state.families) {
-                if let Some((b0, t0)) = self.cpu_previous
-                    && total > t0
-                {
-                    self.cpu_percent =
-                        Some(((busy - b0) / (total - t0) * 100.0).clamp(0.0, 100.0) as f32);
-                }
-                if self.cpu_previous.is_none_or(|(_, t0)| total != t0) {
-                    self.cpu_previous = Some((busy, total));
-                }
+            if let Some(seconds) = cpu_seconds(&r.state.families) {
+                self.note_cpu_seconds(seconds);
             }
             model.cpu_percent = self.cpu_percent;
-            mark(&mut model, &r, Source::Cpu);
+            staleness.mark(model, &r, Source::Cpu);
         }
         if let Some(r) = reading(snapshot, "thermal_zone") {
             model.soc_temp_celsius = soc_temperature(&r.state.families).map(|t| t as f32);
-            mark(&mut model, &r, Source::Temperature);
+            staleness.mark(model, &r, Source::Temperature);
         }
         if let Some(r) = reading(snapshot, "meminfo") {
-            let f = &r.state.families;
-            if let (Some(total), Some(available)) = (
-                first_value(f, "node_memory_MemTotal_bytes"),
-                first_value(f, "node_memory_MemAvailable_bytes"),
-            ) {
-                model.memory = Some(Usage {
-                    used_bytes: (total - available).max(0.0) as u64,
-                    total_bytes: total as u64,
-                });
+            if let Some(memory) = memory_usage(&r.state.families) {
+                model.memory = Some(memory);
             }
-            mark(&mut model, &r, Source::Memory);
+            staleness.mark(model, &r, Source::Memory);
         }
         if let Some(r) = reading(snapshot, "filesystem") {
-            let f = &r.state.families;
-            let root = |name| {
-                family(f, name)
-                    .iter()
-                    .find(|m| m.label("mountpoint") == Some("/"))
-                    .map(|m| m.value)
-            };
-            if let (Some(size), Some(avail)) = (
-                root("node_filesystem_size_bytes"),
-                root("node_filesystem_avail_bytes"),
-            ) {
-                model.disk = Some(Usage {
-                    used_bytes: (size - avail).max(0.0) as u64,
-                    total_bytes: size as u64,
-                });
+            if let Some(disk) = root_disk_usage(&r.state.families) {
+                model.disk = Some(disk);
             }
-            mark(&mut model, &r, Source::Disk);
+            staleness.mark(model, &r, Source::Disk);
         }
         if let Some(r) = reading(snapshot, "pi") {
-            let throttled = family(&r.state.families, "nodewatch_pi_throttled");
-            let condition = |names: &[&str]| {
-                let matching: Vec<_> = throttled
-                    .iter()
-                    .filter(|m| m.label("condition").is_some_and(|c| names.contains(&c)))
-                    .collect();
-                (!matching.is_empty()).then(|| matching.iter().any(|m| m.value > 0.0))
-            };
-            model.under_voltage = condition(&["under_voltage"]);
-            model.throttled = condition(&["throttled", "freq_capped", "soft_temp_limit"]);
-            mark(&mut model, &r, Source::Power);
+            let (under_voltage, throttled) = power_flags(&r.state.families);
+            model.under_voltage = under_voltage;
+            model.throttled = throttled;
+            staleness.mark(model, &r, Source::Power);
         }
+    }
+
+    /// Takes a CPU reading (busy and total seconds): the share busy since the previous
+    /// distinct reading. The same reading again (display faster than the collector)
+    /// keeps the share.
+    fn note_cpu_seconds(&mut self, (busy, total): (f64, f64)) {
+        if let Some((b0, t0)) = self.cpu_previous
+            && total > t0
+        {
+            self.cpu_percent = Some(((busy - b0) / (total - t0) * 100.0).clamp(0.0, 100.0) as f32);
+        }
+        if self.cpu_previous.is_none_or(|(_, t0)| total != t0) {
+            self.cpu_previous = Some((busy, total));
+        }
+    }
+
+    /// The builder's figures, when its collector has any.
+    fn builder_reading(snapshot: &Snapshot, model: &mut ViewModel, staleness: &mut Staleness) {
         if let Some(r) = reading(snapshot, "intmax_builder") {
             model.builder = builder_view(&r.state.families);
             if model.builder.is_some() {
-                mark(&mut model, &r, Source::Builder);
+                staleness.mark(model, &r, Source::Builder);
             }
         }
-        if let Some(wallet) = &self.wallet {
-            let w = wallet.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            model.wallet = w.wallet;
-            if w.stale {
-                model.stale.push(Source::Wallet);
-                if let Some(t) = w.last_success {
-                    oldest_stale = Some(oldest_stale.map_or(t, |o| o.min(t)));
-                }
+    }
+
+    /// The wallet figures polled by [`super::wallet::spawn`], and whether they are stale.
+    fn wallet_figures(&self, model: &mut ViewModel, staleness: &mut Staleness) {
+        let Some(wallet) = &self.wallet else { return };
+        let w = wallet.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        model.wallet = w.wallet;
+        if w.stale {
+            model.stale.push(Source::Wallet);
+            if let Some(t) = w.last_success {
+                staleness.note(t);
             }
         }
-        // Firing local alerts, one entry per rule (most severe first), acknowledged
-        // when every firing instance of it is (the shared, persisted store).
+    }
+
+    /// Firing local alerts, one entry per rule (most severe first), acknowledged when
+    /// every firing instance of it is (the shared, persisted store).
+    fn firing_alerts(&self, model: &mut ViewModel) {
         let firing = self.alerts.as_ref().map(|b| b.alerts()).unwrap_or_default();
         for alert in &firing {
             if !model.alerts.iter().any(|a| a.name == alert.alertname) {
@@ -280,16 +277,6 @@ impl ViewBuilder {
                 });
             }
         }
-        model.ip_address = self.ip_address(now);
-        if let Some(t) = oldest_stale {
-            model.stale_age_secs = Some(
-                SystemTime::now()
-                    .duration_since(t)
-                    .unwrap_or_default()
-                    .as_secs(),
-            );
-        }
-        model
     }
 
     fn ip_address(&mut self, now: Instant) -> Option<String> {
@@ -302,6 +289,84 @@ impl ViewBuilder {
             }
         }
     }
+}
+
+/// Which sources are stale, and since when the oldest of them last succeeded.
+#[derive(Default)]
+struct Staleness {
+    oldest: Option<SystemTime>,
+}
+
+impl Staleness {
+    /// Marks `source` stale in `model` when its reading is.
+    fn mark(&mut self, model: &mut ViewModel, r: &Reading, source: Source) {
+        if r.stale {
+            if !model.stale.contains(&source) {
+                model.stale.push(source);
+            }
+            if let Some(t) = r.state.last_success {
+                self.note(t);
+            }
+        }
+    }
+
+    /// Notes a stale source's last success.
+    fn note(&mut self, last_success: SystemTime) {
+        self.oldest = Some(self.oldest.map_or(last_success, |o| o.min(last_success)));
+    }
+
+    /// Seconds since the oldest stale source last succeeded.
+    fn age_secs(&self) -> Option<u64> {
+        self.oldest.map(|t| {
+            SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                .as_secs()
+        })
+    }
+}
+
+/// Memory in use (total less available).
+fn memory_usage(families: &[MetricFamily]) -> Option<Usage> {
+    let total = first_value(families, "node_memory_MemTotal_bytes")?;
+    let available = first_value(families, "node_memory_MemAvailable_bytes")?;
+    Some(Usage {
+        used_bytes: (total - available).max(0.0) as u64,
+        total_bytes: total as u64,
+    })
+}
+
+/// The root filesystem's use (size less available to users).
+fn root_disk_usage(families: &[MetricFamily]) -> Option<Usage> {
+    let root = |name| {
+        family(families, name)
+            .iter()
+            .find(|m| m.label("mountpoint") == Some("/"))
+            .map(|m| m.value)
+    };
+    let size = root("node_filesystem_size_bytes")?;
+    let avail = root("node_filesystem_avail_bytes")?;
+    Some(Usage {
+        used_bytes: (size - avail).max(0.0) as u64,
+        total_bytes: size as u64,
+    })
+}
+
+/// Under-voltage and throttling from the Pi's throttled flags: each `None` when no
+/// flag of it is exported.
+fn power_flags(families: &[MetricFamily]) -> (Option<bool>, Option<bool>) {
+    let throttled = family(families, "nodewatch_pi_throttled");
+    let condition = |names: &[&str]| {
+        let matching: Vec<_> = throttled
+            .iter()
+            .filter(|m| m.label("condition").is_some_and(|c| names.contains(&c)))
+            .collect();
+        (!matching.is_empty()).then(|| matching.iter().any(|m| m.value > 0.0))
+    };
+    (
+        condition(&["under_voltage"]),
+        condition(&["throttled", "freq_capped", "soft_temp_limit"]),
+    )
 }
 
 /// The builder from its families (design §2 names); `None` when it exports none.
