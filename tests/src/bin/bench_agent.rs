@@ -76,7 +76,14 @@ fn build_plain_dist_agent() -> Result<std::path::PathBuf> {
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .env("CARGO_TARGET_DIR", &target)
             .current_dir(nodewatch_tests::workspace_root())
-            .args(["build", "--profile", "dist", "-p", "nodewatch-agent", "--quiet"])
+            .args([
+                "build",
+                "--profile",
+                "dist",
+                "-p",
+                "nodewatch-agent",
+                "--quiet",
+            ])
             .status()?;
     anyhow::ensure!(status.success(), "cargo build failed");
     Ok(target.join("dist/nodewatch-agent"))
@@ -250,10 +257,25 @@ fn report(figures: &[Figures], scrapes: usize, load_secs: u64, linking: &str, si
     row("families", &|f| f.families as f64, "", "");
     row("median latency", &|f| f.median_ms, "ms", "<= 0.05 (1/20)");
     row("p99 latency", &|f| f.p99_ms, "ms", "");
-    row("RSS after sequential scrapes", &|f| f.rss_kb as f64 / 1024.0, "MB", "<= 0.20 (1/5)");
+    row(
+        "RSS after sequential scrapes",
+        &|f| f.rss_kb as f64 / 1024.0,
+        "MB",
+        "<= 0.20 (1/5)",
+    );
     row("scrapes/s, continuous", &|f| f.scrapes_per_sec, "/s", "");
-    row("RSS after continuous load", &|f| f.rss_loaded_kb as f64 / 1024.0, "MB", "<= 0.20 (1/5)");
-    row("idle CPU, 15 s scrapes", &|f| f.idle_cpu_percent, "%", "<= 2");
+    row(
+        "RSS after continuous load",
+        &|f| f.rss_loaded_kb as f64 / 1024.0,
+        "MB",
+        "<= 0.20 (1/5)",
+    );
+    row(
+        "idle CPU, 15 s scrapes",
+        &|f| f.idle_cpu_percent,
+        "%",
+        "<= 2",
+    );
     println!(
         "agent binary (profile dist, stripped): shipped (--target host, {linking} glibc) {:.2} MB, plain {:.2} MB",
         sizes[0] as f64 / (1024.0 * 1024.0),
