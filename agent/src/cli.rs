@@ -289,17 +289,8 @@ pub fn split_args(args: impl IntoIterator<Item = String>) -> SplitArgs {
 }
 
 impl Cli {
-    /// Parses the process arguments (exits with usage on error, as clap does).
-    pub fn from_env() -> Self {
-        Self::from_args(std::env::args())
-    }
-
-    /// Parses arguments, program name first.
-    pub fn from_args(args: impl IntoIterator<Item = String>) -> Self {
-        Self::try_from_args(args).unwrap_or_else(|e| e.exit())
-    }
-
-    /// Like [`Cli::from_args`], returning clap's error instead of exiting.
+    /// Parses arguments, program name first; clap's error (usage, `--help`) to show
+    /// and exit with.
     pub fn try_from_args(args: impl IntoIterator<Item = String>) -> Result<Self, clap::Error> {
         let split = split_args(args);
         let mut matches = command().try_get_matches_from(split.for_clap)?;

@@ -81,14 +81,6 @@ pub fn read_u64(path: &Path) -> Result<u64, CollectError> {
     })
 }
 
-/// Reads a sysfs attribute holding one signed integer.
-pub fn read_i64(path: &Path) -> Result<i64, CollectError> {
-    let text = read_trimmed(path)?;
-    text.parse().map_err(|_| {
-        CollectError::parse(path, None, format!("expected an integer, found {text:?}"))
-    })
-}
-
 /// Reads an optional attribute: `Ok(None)` when it does not exist or cannot be read
 /// (sysfs attributes that a driver does not implement fail with EINVAL or EOPNOTSUPP).
 pub fn read_optional(path: &Path) -> Option<String> {

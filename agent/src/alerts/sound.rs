@@ -265,13 +265,6 @@ impl Buzzer {
         self.muted_until.is_some_and(|t| now < t)
     }
 
-    /// Whether `minute_of_day` (local time) is in quiet hours.
-    pub fn is_quiet(&self, minute_of_day: u16) -> bool {
-        self.policy
-            .quiet_hours
-            .is_some_and(|q| q.contains(minute_of_day))
-    }
-
     /// Its policy.
     pub fn policy(&self) -> &BuzzerPolicy {
         &self.policy

@@ -196,11 +196,6 @@ impl DockerWatch {
         f(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// Replaces the view (tests of the collectors' rendering).
-    pub fn set_view(&self, view: DockerView) {
-        self.update(|v| *v = view);
-    }
-
     async fn run(self: Arc<Self>) {
         let mut backoff = BACKOFF_MIN;
         let mut in_fault = false;
