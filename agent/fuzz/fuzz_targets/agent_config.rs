@@ -73,13 +73,17 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => check_error(text, &e),
         Ok(()) => {
             let day = 0.0..=86_400.0;
+            // The textfile collector checks its own section; absent, its default (5 s).
+            let textfile_interval = config
+                .collector_sections()
+                .get("collectors.textfile")
+                .and_then(|t| t.get("interval_secs"))
+                .and_then(|v| v.as_float().or_else(|| v.as_integer().map(|i| i as f64)))
+                .unwrap_or(5.0);
             for (key, v) in [
                 ("collectors.interval_secs", config.collectors.interval_secs),
                 ("collectors.timeout_secs", config.collectors.timeout_secs),
-                (
-                    "collectors.textfile.interval_secs",
-                    config.collectors.textfile.interval_secs,
-                ),
+                ("collectors.textfile.interval_secs", textfile_interval),
                 (
                     "alerts.evaluation_interval_secs",
                     config.alerts.evaluation_interval_secs,

@@ -15,9 +15,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nodewatch_agent::collectors::Collector;
-use nodewatch_agent::collectors::textfile::TextfileCollector;
 use nodewatch_agent::collectors::textfile::parser::{self, Family, Parsed, Value};
-use nodewatch_agent::config::TextfileConfig;
+use nodewatch_agent::collectors::textfile::{TextfileCollector, TextfileConfig};
 use nodewatch_agent::metrics::MetricSink;
 
 const OWN_FAMILIES: [&str; 2] = ["node_textfile_mtime_seconds", "node_textfile_scrape_error"];
@@ -34,12 +33,12 @@ fn setup() -> &'static Setup {
         let dir = tempfile::tempdir().expect("a temp dir");
         let config = TextfileConfig {
             directory: dir.path().to_path_buf(),
-            directory_explicit: true,
             interval_secs: 5.0,
         };
         Setup {
             file: dir.path().join("fuzz.prom"),
-            collector: TextfileCollector::new(&config),
+            // Explicit: a missing directory is an error, as when configured.
+            collector: TextfileCollector::new(&config, true),
             _dir: dir,
         }
     })
