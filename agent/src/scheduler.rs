@@ -564,7 +564,11 @@ mod tests {
             timeout: Duration::from_millis(200),
         }];
         let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), FastSet::default(), rx);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The first run sorts it; wait for that rather than for a fixed time.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !on_demand.is_on_demand(0) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         assert!(on_demand.is_on_demand(0));
         let started = Instant::now();
         on_demand.refresh().await;
