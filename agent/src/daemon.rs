@@ -41,7 +41,7 @@ pub fn prepare(config: &Config) -> anyhow::Result<(Arc<Snapshot>, Vec<Scheduled>
             .and_then(|s| s.interval_secs)
             .map(Duration::from_secs_f64)
             .or_else(|| collector.interval())
-            .unwrap_or_else(|| collectors::default_interval(spec.cadence, system_interval));
+            .unwrap_or(system_interval);
         let timeout = Duration::from_secs_f64(
             schedule
                 .and_then(|s| s.timeout_secs)

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::collectors::{Cadence, CollectError, Collector};
+use crate::collectors::{Cadence, ChangeSignal, CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
 
@@ -206,6 +206,22 @@ pub fn spawn_all(
     (set, on_demand)
 }
 
+/// Waits until one of a collector's sources signals a change; never, without any.
+async fn any_changed(signals: &mut Vec<ChangeSignal>) {
+    loop {
+        if signals.is_empty() {
+            return std::future::pending().await;
+        }
+        let waits = signals.iter_mut().map(|s| Box::pin(s.changed()));
+        let (result, at, _) = futures_util::future::select_all(waits).await;
+        if result.is_ok() {
+            return;
+        }
+        // Its sender is gone: that source will not change again.
+        signals.swap_remove(at);
+    }
+}
+
 /// Outcome of one run, for logging transitions.
 #[derive(PartialEq)]
 enum Outcome {
@@ -236,6 +252,7 @@ impl CollectorTask {
         self.ticker
             .set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut requests = self.on_demand.requested.subscribe();
+        let mut changes = self.scheduled.collector.changes();
         let index = self.scheduled.index;
         let mut last_run = tokio::time::Instant::now();
         loop {
@@ -244,6 +261,7 @@ impl CollectorTask {
                 _ = self.ticker.tick(), if !lazy => {}
                 _ = requests.changed(), if lazy => {}
                 _ = tokio::time::sleep_until(last_run + IDLE_REFRESH), if lazy => {}
+                _ = any_changed(&mut changes) => {}
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {

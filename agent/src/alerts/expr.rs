@@ -148,7 +148,7 @@ impl<'a> Families<'a> {
     }
 
     /// Adds families (one name may come from several sources).
-    pub fn extend(&mut self, families: &'a [MetricFamily]) {
+    pub fn extend(&mut self, families: impl IntoIterator<Item = &'a MetricFamily>) {
         for family in families {
             self.by_name.entry(family.name()).or_default().push(family);
         }

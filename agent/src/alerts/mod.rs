@@ -4,11 +4,12 @@
 //! - [`expr`]: the PromQL subset the rules are written in.
 //! - [`template`]: `{{ $labels.x }}` / `{{ $value }}` in summaries and descriptions.
 //! - [`export`]: the same rules as a Prometheus rule file (`rules export`).
-//! - [`buzzer`]: buzzer patterns, quiet hours, persisted acknowledgements (driven by `outputs::buzzer`).
+//! - [`sound`]: buzzer patterns, quiet hours, persisted acknowledgements (driven by `outputs::buzzer`).
 //!
 //! Rules are evaluated after each collection (50 ms later, to take the collectors
-//! staggered after it in the same evaluation) and at least every
-//! `alerts.evaluation_interval_secs` (default 1 s, for `for` durations) on the
+//! staggered after it in the same evaluation) and, while an alert is pending or the
+//! test alert is on, every `alerts.evaluation_interval_secs` (default 1 s, for `for`
+//! durations and the test alert's end; nothing else changes with time alone) on the
 //! latest families of every collector (a failing collector's last values included,
 //! as design §2 says), plus `node_scrape_collector_success{collector}` as `/metrics`
 //! shows it (without collectors that have no data on this machine). A condition is
@@ -389,17 +390,38 @@ pub struct Evaluator {
     rules: Vec<CompiledRule>,
     active: Vec<HashMap<Labels, Active>>,
     errors: Vec<Option<String>>,
+    /// The family names the rules read (a few dozen of the hundreds collected).
+    reads: Vec<String>,
 }
 
 impl Evaluator {
     /// An evaluator with nothing active.
     pub fn new(rules: Vec<CompiledRule>) -> Self {
         let n = rules.len();
+        let mut reads: Vec<String> = rules
+            .iter()
+            .flat_map(|r| r.metric_names())
+            .map(String::from)
+            .collect();
+        reads.sort();
+        reads.dedup();
         Self {
             rules,
             active: vec![HashMap::new(); n],
             errors: vec![None; n],
+            reads,
         }
+    }
+
+    /// Whether a rule reads the family `name`.
+    pub fn reads(&self, name: &str) -> bool {
+        self.reads.iter().any(|r| r == name)
+    }
+
+    /// Whether an alert waits out its rule's `for`: only then does time alone (no new
+    /// collection) change what fires.
+    pub fn has_pending(&self) -> bool {
+        self.active.iter().any(|a| a.values().any(|a| !a.firing))
     }
 
     /// Evaluates every rule at `now`; returns what started firing or resolved.
@@ -509,6 +531,9 @@ impl Evaluator {
 /// collectors whose source is absent on this machine (no Pi firmware, no Docker
 /// socket): `/metrics` shows 0 for them, as node_exporter does, but they are not
 /// failing (as in `/api/health`), so locally they are left out.
+/// The family rules read to see a collector fail.
+const COLLECTOR_SUCCESS: &str = "node_scrape_collector_success";
+
 fn collector_success(snapshot: &Snapshot) -> Vec<MetricFamily> {
     let mut sink = MetricSink::new();
     for slot in snapshot.slots().iter().filter(|s| !s.spec.internal) {
@@ -517,7 +542,7 @@ fn collector_success(snapshot: &Snapshot) -> Vec<MetricFamily> {
             continue;
         }
         sink.gauge(
-            "node_scrape_collector_success",
+            COLLECTOR_SUCCESS,
             "node_exporter: Whether a collector succeeded.",
             &[("collector", slot.spec.name)],
             if state.ok { 1.0 } else { 0.0 },
@@ -538,12 +563,15 @@ pub fn evaluate_snapshot(
         .iter()
         .map(|s| s.state().families)
         .collect();
-    let meta = collector_success(snapshot);
+    let meta = if evaluator.reads(COLLECTOR_SUCCESS) {
+        collector_success(snapshot)
+    } else {
+        Vec::new()
+    };
     let mut families = Families::new();
-    for f in &held {
-        families.extend(f);
+    for f in held.iter().map(|f| f.as_slice()).chain([meta.as_slice()]) {
+        families.extend(f.iter().filter(|f| evaluator.reads(f.name())));
     }
-    families.extend(&meta);
     let transitions = evaluator.evaluate(&families, now);
     bus.set_alerts(with_test_alert(evaluator.firing(), bus.test_alert(now)));
     snapshot
@@ -594,9 +622,16 @@ pub fn spawn(
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<tokio::time::Instant> = None;
+        let mut published = bus.subscribe_alerts();
         loop {
+            // Between collections only a pending `for` or the test alert's end needs
+            // the clock; otherwise nothing wakes the evaluator.
+            let timed = evaluator.has_pending()
+                || bus
+                    .test_alert(tokio::time::Instant::now().into_std())
+                    .is_some();
             tokio::select! {
-                _ = ticker.tick() => {
+                _ = ticker.tick(), if timed => {
                     // A collection has just been evaluated: the tick is only for `for`.
                     if last.is_some_and(|t| t.elapsed() < period / 2) {
                         continue;
@@ -606,6 +641,8 @@ pub fn spawn(
                     // Collectors run staggered by a few ms: take them in one evaluation.
                     tokio::time::sleep(COLLECTION_SETTLE).await;
                 }
+                // A test alert may have started: decide again whether to tick.
+                _ = published.changed() => continue,
                 _ = stop.changed() => return,
             }
             if *stop.borrow() {

@@ -70,6 +70,9 @@ pub struct FilesystemCollector {
     stuck: StuckMounts,
     statfs: StatFn,
     mount_timeout: Duration,
+    /// The last mount table read and the mounts it selected: an unchanged table (the
+    /// usual case) is not parsed and matched again.
+    selected: Mutex<(String, Arc<Vec<Mount>>)>,
 }
 
 /// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`.
@@ -143,6 +146,7 @@ impl FilesystemCollector {
             stuck: StuckMounts::default(),
             statfs: statfs_usage,
             mount_timeout: MOUNT_TIMEOUT,
+            selected: Mutex::default(),
         })
     }
 
@@ -276,9 +280,14 @@ impl FilesystemCollector {
     }
 }
 
-impl Collector for FilesystemCollector {
-    fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+impl FilesystemCollector {
+    /// The mounts to report: the mount table less the excluded, each mount point once.
+    fn selected_mounts(&self) -> Result<Arc<Vec<Mount>>, CollectError> {
         let (text, path) = self.read_mounts()?;
+        let mut selected = lock(&self.selected);
+        if selected.0 == text {
+            return Ok(selected.1.clone());
+        }
         let mut seen: HashSet<(String, String, String)> = HashSet::new();
         let mut mounts = Vec::new();
         for mut mount in parse_mounts(&text, &path)? {
@@ -298,6 +307,15 @@ impl Collector for FilesystemCollector {
                 mounts.push(mount);
             }
         }
+        let mounts = Arc::new(mounts);
+        *selected = (text, mounts.clone());
+        Ok(mounts)
+    }
+}
+
+impl Collector for FilesystemCollector {
+    fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+        let mounts = self.selected_mounts()?;
         let usages = self.stat_all(&mounts)?;
         for (mount, usage) in mounts.iter().zip(usages) {
             let labels = [
@@ -426,9 +444,9 @@ fn statfs_usage(path: &Path) -> nix::Result<Usage> {
     })
 }
 
-fn lock(stuck: &Mutex<HashSet<String>>) -> MutexGuard<'_, HashSet<String>> {
-    // The set stays consistent even if a holder panicked.
-    stuck
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // What it guards stays consistent even if a holder panicked.
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -53,7 +53,17 @@ pub trait Collector: Send + Sync + 'static {
     fn interval(&self) -> Option<Duration> {
         None
     }
+
+    /// Signals that its source changed (a Docker event, a health check's new result):
+    /// the scheduler runs it at once on each, besides its interval. Only
+    /// [`Cadence::Watch`] collectors have them.
+    fn changes(&self) -> Vec<ChangeSignal> {
+        Vec::new()
+    }
 }
+
+/// Ticks when a watched source changed; see [`Collector::changes`].
+pub type ChangeSignal = tokio::sync::watch::Receiver<u64>;
 
 /// How often a kind of collector runs by default (design §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,13 +71,12 @@ pub enum Cadence {
     /// System and Pi collectors: `collectors.interval_secs` (2 s).
     System,
     /// Collectors that render state kept current by a background task (Docker events,
-    /// builder health checks): every [`WATCH_INTERVAL`], so a change reaches
-    /// `/metrics` well within a second while a run costs microseconds.
+    /// builder health checks): at once on each change their task signals
+    /// ([`Collector::changes`]), so a change reaches `/metrics` in milliseconds, and
+    /// on `collectors.interval_secs` for what they poll themselves (the builder's
+    /// process). Nothing runs while nothing changes.
     Watch,
 }
-
-/// Interval of [`Cadence::Watch`] collectors.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Makes a collector from its configuration section.
 pub type BuildFn = fn(&BuildContext<'_>) -> Result<Box<dyn Collector>, BuildError>;
@@ -269,14 +278,6 @@ pub fn compile_regex(
         collector,
         reason: format!("{field} {pattern:?} is not a valid regular expression: {e}"),
     })
-}
-
-/// Default interval of a cadence, given `collectors.interval_secs`.
-pub fn default_interval(cadence: Cadence, system_interval: Duration) -> Duration {
-    match cadence {
-        Cadence::System => system_interval,
-        Cadence::Watch => WATCH_INTERVAL,
-    }
 }
 
 #[cfg(test)]

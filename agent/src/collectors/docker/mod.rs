@@ -3,9 +3,9 @@
 //!
 //! The engine is watched by a [`watch::DockerWatch`] task over the Unix socket
 //! (`docker.socket`), driven by events with a periodic reconcile; this collector only
-//! renders its view, so it is cheap and never waits on Docker. It runs every 250 ms
-//! ([`Cadence::Watch`](super::Cadence::Watch)), so a stop reaches `/metrics` well
-//! within a second.
+//! renders its view, so it is cheap and never waits on Docker. It runs on each change
+//! of that view ([`Cadence::Watch`](super::Cadence::Watch)), so a stop reaches
+//! `/metrics` as soon as Docker reports it.
 //!
 //! Families: `nodewatch_container_info{id,image,name}`,
 //! `nodewatch_container_running{name}`, `nodewatch_container_state{name,state}`,
@@ -162,6 +162,10 @@ impl Collector for DockerCollector {
         self.watch.ensure_started();
         self.watch
             .with_view(|view| render(view, &self.filter, self.watch.socket(), out))
+    }
+
+    fn changes(&self) -> Vec<super::ChangeSignal> {
+        vec![self.watch.changes()]
     }
 }
 

@@ -136,6 +136,8 @@ pub struct DockerWatch {
     socket: PathBuf,
     reconcile_interval: Duration,
     view: RwLock<DockerView>,
+    /// Ticks on every update of the view, for the collectors that render it.
+    changed: tokio::sync::watch::Sender<u64>,
     started: Once,
 }
 
@@ -158,6 +160,7 @@ impl DockerWatch {
             socket: socket.to_path_buf(),
             reconcile_interval,
             view: RwLock::new(DockerView::default()),
+            changed: tokio::sync::watch::Sender::new(0),
             started: Once::new(),
         });
         watches.push(Arc::downgrade(&watch));
@@ -192,8 +195,14 @@ impl DockerWatch {
         f(&self.view.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Ticks after each update of the view.
+    pub fn changes(&self) -> crate::collectors::ChangeSignal {
+        self.changed.subscribe()
+    }
+
     fn update(&self, f: impl FnOnce(&mut DockerView)) {
         f(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     async fn run(self: Arc<Self>) {

@@ -5,13 +5,17 @@
 //! - the container, from the shared Docker watch (events + reconcile, see
 //!   [`docker::watch`](super::docker::watch)), matched by `builder.container_pattern`;
 //! - the process, by scanning `<procfs>/[pid]/comm` and `cmdline` (through
-//!   `--path.procfs`, at most every 2 s, the last match checked first);
+//!   `--path.procfs`) on the collector's interval: the last match is checked first;
+//!   while none runs, a scan happens only when a process was created since the last
+//!   one (`processes` in `<procfs>/stat`), and reads only processes it has not read
+//!   before, with a full scan every 30 s (a process may `exec` into the builder);
 //! - the health endpoint, polled by a background task every
 //!   `builder.health_interval_secs` under `builder.health_timeout_secs`;
 //! - the data directory, walked off the runtime every `builder.data_dir_interval_secs`
 //!   (existence every health interval), bounded by `builder.data_dir_max_entries`.
 //!
-//! The collector itself renders cached results every 250 ms and never blocks on
+//! The collector itself renders cached results, at once when the Docker view, a health
+//! check or the data directory changes ([`Collector::changes`]), and never blocks on
 //! Docker, the network or a large tree.
 //!
 //! `ready` is 1 when the builder's container is running and, wherever a health check
@@ -20,6 +24,7 @@
 
 pub mod health;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
@@ -122,8 +127,9 @@ pub const FAMILIES: &[&str] = &[
     "intmax_builder_info",
 ];
 
-/// How long a process scan result is reused.
-const PROCESS_SCAN_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest a "no builder process" stands without a full scan: one that `exec`s into
+/// the builder keeps its PID and creates no process.
+const PROCESS_RESCAN_MAX: Duration = Duration::from_secs(30);
 
 /// Which health URL applies.
 #[derive(Debug, Clone)]
@@ -149,7 +155,12 @@ struct Cached {
 /// The last process scan.
 #[derive(Debug, Default)]
 struct ProcessScan {
-    at: Option<Instant>,
+    /// When the last full scan ran.
+    full_at: Option<Instant>,
+    /// Processes created since boot, read before the last scan.
+    created: Option<u64>,
+    /// PIDs read since the last full scan that did not match.
+    not_builder: HashSet<u32>,
     pid: Option<u32>,
     error: Option<String>,
 }
@@ -169,6 +180,8 @@ pub struct BuilderCollector {
     data_dir_interval: Duration,
     data_dir_max_entries: u64,
     cached: Arc<Mutex<Cached>>,
+    /// Ticks when `cached` changes.
+    cached_changed: Arc<tokio::sync::watch::Sender<u64>>,
     scan: Mutex<ProcessScan>,
     started: Once,
 }
@@ -234,6 +247,7 @@ impl BuilderCollector {
             )?,
             data_dir_max_entries: b.data_dir_max_entries,
             cached: Arc::new(Mutex::new(Cached::default())),
+            cached_changed: Arc::new(tokio::sync::watch::Sender::new(0)),
             scan: Mutex::new(ProcessScan::default()),
             started: Once::new(),
         })
@@ -246,13 +260,17 @@ impl BuilderCollector {
             return;
         };
         self.started.call_once(|| {
+            let cache = CacheWriter {
+                cached: self.cached.clone(),
+                changed: self.cached_changed.clone(),
+            };
             handle.spawn(health_loop(
                 self.health.clone(),
                 self.health_interval,
                 self.health_timeout,
                 self.watch.clone(),
                 self.container.clone(),
-                self.cached.clone(),
+                cache.clone(),
             ));
             if let Some(dir) = &self.data_dir {
                 handle.spawn(data_dir_loop(
@@ -260,41 +278,49 @@ impl BuilderCollector {
                     self.health_interval,
                     self.data_dir_interval,
                     self.data_dir_max_entries,
-                    self.cached.clone(),
+                    cache,
                 ));
             }
         });
     }
 
-    /// Whether a builder process runs: the last match is checked first, a full scan
-    /// happens at most every 2 s.
+    /// Whether a builder process runs: the last match is checked first; while none
+    /// runs, a full scan happens only when a process was created since the last one,
+    /// or after [`PROCESS_RESCAN_MAX`].
     fn process_running(&self) -> Result<bool, CollectError> {
         let mut scan = self.scan.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = scan.at.is_some_and(|t| t.elapsed() < PROCESS_SCAN_INTERVAL);
-        if !fresh {
-            let procfs = &self.roots.procfs;
-            let still = scan
-                .pid
-                .is_some_and(|pid| process_matches(procfs, pid, &self.process));
-            if !still {
-                match find_process(procfs, &self.process) {
-                    Ok(pid) => {
-                        scan.pid = pid;
-                        scan.error = None;
-                    }
-                    Err(e) => {
-                        scan.pid = None;
-                        scan.error = Some(e.to_string());
-                        scan.at = Some(Instant::now());
-                        return Err(e);
-                    }
-                }
-            }
-            scan.at = Some(Instant::now());
+        let procfs = &self.roots.procfs;
+        if scan
+            .pid
+            .is_some_and(|pid| process_matches(procfs, pid, &self.process))
+        {
+            return Ok(true);
         }
-        match &scan.error {
-            Some(e) => Err(CollectError::Other(e.clone())),
-            None => Ok(scan.pid.is_some()),
+        scan.pid = None;
+        let full = scan.error.is_some()
+            || scan
+                .full_at
+                .is_none_or(|at| at.elapsed() >= PROCESS_RESCAN_MAX);
+        // Read before the scan: a process created during it is scanned for next time.
+        let created = processes_created(procfs);
+        if !full && created.is_some() && created == scan.created {
+            return Ok(false);
+        }
+        scan.created = created;
+        if full {
+            scan.full_at = Some(Instant::now());
+            scan.not_builder.clear();
+        }
+        match find_process(procfs, &self.process, &mut scan.not_builder) {
+            Ok(pid) => {
+                scan.pid = pid;
+                scan.error = None;
+                Ok(pid.is_some())
+            }
+            Err(e) => {
+                scan.error = Some(e.to_string());
+                Err(e)
+            }
         }
     }
 }
@@ -318,6 +344,10 @@ impl Collector for BuilderCollector {
         self.watch
             .with_view(|view| render(view, &self.container, &inputs, out));
         Ok(())
+    }
+
+    fn changes(&self) -> Vec<super::ChangeSignal> {
+        vec![self.watch.changes(), self.cached_changed.subscribe()]
     }
 }
 
@@ -487,10 +517,24 @@ pub fn process_matches(procfs: &Path, pid: u32, pattern: &Regex) -> bool {
     })
 }
 
-/// The first process under `procfs` that matches `pattern`.
-pub fn find_process(procfs: &Path, pattern: &Regex) -> Result<Option<u32>, CollectError> {
+/// Processes created since boot (`processes` in `<procfs>/stat`), if readable.
+pub fn processes_created(procfs: &Path) -> Option<u64> {
+    let stat = std::fs::read_to_string(procfs.join("stat")).ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("processes "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The first process under `procfs` that matches `pattern`, reading only the PIDs not
+/// in `not_builder`, which is left holding the running PIDs that do not match.
+pub fn find_process(
+    procfs: &Path,
+    pattern: &Regex,
+    not_builder: &mut HashSet<u32>,
+) -> Result<Option<u32>, CollectError> {
     let entries = std::fs::read_dir(procfs).map_err(|e| CollectError::io(procfs, e))?;
     let own = std::process::id();
+    let mut running = HashSet::with_capacity(not_builder.len());
     for entry in entries.flatten() {
         let Some(pid) = entry
             .file_name()
@@ -499,10 +543,12 @@ pub fn find_process(procfs: &Path, pattern: &Regex) -> Result<Option<u32>, Colle
         else {
             continue;
         };
-        if pid != own && process_matches(procfs, pid, pattern) {
+        if pid != own && !not_builder.contains(&pid) && process_matches(procfs, pid, pattern) {
             return Ok(Some(pid));
         }
+        running.insert(pid);
     }
+    *not_builder = running;
     Ok(None)
 }
 
@@ -539,9 +585,35 @@ pub fn dir_size(dir: &Path, max_entries: u64) -> std::io::Result<(u64, bool)> {
     Ok((bytes, false))
 }
 
-/// How often the health loop re-decides whether a check applies (the builder's
-/// container appearing, or turning out to be a Swarm task).
-const HEALTH_TARGET_POLL: Duration = Duration::from_millis(250);
+/// Where the background tasks put what they found, and the signal that it changed.
+#[derive(Debug, Clone)]
+struct CacheWriter {
+    cached: Arc<Mutex<Cached>>,
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl CacheWriter {
+    /// Applies `f`; signals the collector when that changed anything.
+    fn update(&self, f: impl FnOnce(&mut Cached)) {
+        let changed = {
+            let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            let before = (cached.health.clone(), cached.data_dir);
+            f(&mut cached);
+            before != (cached.health.clone(), cached.data_dir)
+        };
+        if changed {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Waits for the next change of the Docker view (which may start or end a check).
+async fn docker_changed(docker: &mut crate::collectors::ChangeSignal) {
+    if docker.changed().await.is_err() {
+        // The watch is gone (never while the collector lives): nothing will change.
+        std::future::pending::<()>().await;
+    }
+}
 
 async fn health_loop(
     target: HealthTarget,
@@ -549,8 +621,9 @@ async fn health_loop(
     timeout: Duration,
     watch: Arc<DockerWatch>,
     container: Regex,
-    cached: Arc<Mutex<Cached>>,
+    cache: CacheWriter,
 ) {
+    let mut docker = watch.changes();
     let mut last_error: Option<String> = None;
     let mut last_check: Option<Instant> = None;
     loop {
@@ -569,7 +642,7 @@ async fn health_loop(
                     (known, standalone)
                 });
                 if !known {
-                    tokio::time::sleep(HEALTH_TARGET_POLL).await;
+                    docker_changed(&mut docker).await;
                     continue;
                 }
                 standalone.then_some(url)
@@ -578,12 +651,16 @@ async fn health_loop(
         let Some(url) = url else {
             // No check applies: say so at once, and check as soon as one does.
             last_check = None;
-            cached.lock().unwrap_or_else(|e| e.into_inner()).health = Some(None);
-            tokio::time::sleep(HEALTH_TARGET_POLL).await;
+            cache.update(|c| c.health = Some(None));
+            docker_changed(&mut docker).await;
             continue;
         };
-        if last_check.is_some_and(|t| t.elapsed() < interval) {
-            tokio::time::sleep(HEALTH_TARGET_POLL.min(interval)).await;
+        if let Some(wait) = last_check.and_then(|t| interval.checked_sub(t.elapsed())) {
+            // The Docker view may end the check (the container removed) before it is due.
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = docker_changed(&mut docker) => {}
+            }
             continue;
         }
         last_check = Some(Instant::now());
@@ -602,7 +679,7 @@ async fn health_loop(
             }
             last_error.clone_from(&result.error);
         }
-        cached.lock().unwrap_or_else(|e| e.into_inner()).health = Some(Some(result));
+        cache.update(|c| c.health = Some(Some(result)));
     }
 }
 
@@ -611,7 +688,7 @@ async fn data_dir_loop(
     check_interval: Duration,
     walk_interval: Duration,
     max_entries: u64,
-    cached: Arc<Mutex<Cached>>,
+    cache: CacheWriter,
 ) {
     let mut ticker = tokio::time::interval(check_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -646,14 +723,15 @@ async fn data_dir_loop(
             );
             logged_truncation = true;
         }
-        let mut cached = cached.lock().unwrap_or_else(|e| e.into_inner());
-        let previous_bytes = cached.data_dir.and_then(|(_, b)| b);
-        let bytes = match size {
-            Some((bytes, _)) => Some(bytes),
-            None if exists => previous_bytes,
-            None => None,
-        };
-        cached.data_dir = Some((exists, bytes));
+        cache.update(|cached| {
+            let previous_bytes = cached.data_dir.and_then(|(_, b)| b);
+            let bytes = match size {
+                Some((bytes, _)) => Some(bytes),
+                None if exists => previous_bytes,
+                None => None,
+            };
+            cached.data_dir = Some((exists, bytes));
+        });
     }
 }
 
@@ -890,11 +968,39 @@ mod tests {
         }
         std::fs::write(proc.join("uptime"), "1 2\n").expect("uptime");
         let re = Regex::new(DEFAULT_BUILDER_PROCESS_PATTERN).expect("regex");
-        assert_eq!(find_process(proc, &re).expect("scan"), Some(42));
+        assert_eq!(
+            find_process(proc, &re, &mut HashSet::new()).expect("scan"),
+            Some(42)
+        );
         assert!(!process_matches(proc, 43, &re), "argv[1] does not count");
         std::fs::remove_dir_all(proc.join("42")).expect("rm");
-        assert_eq!(find_process(proc, &re).expect("scan"), None);
-        let err = find_process(&proc.join("missing"), &re).expect_err("missing");
+        let mut not_builder = HashSet::new();
+        assert_eq!(
+            find_process(proc, &re, &mut not_builder).expect("scan"),
+            None
+        );
+        assert_eq!(not_builder, HashSet::from([1, 43]), "what was read");
+        // A new process is read; one already read is not (until a full scan).
+        std::fs::write(proc.join("1").join("comm"), "block-builder\n").expect("exec");
+        std::fs::create_dir(proc.join("50")).expect("mkdir");
+        std::fs::write(proc.join("50").join("comm"), "intmax-builder\n").expect("comm");
+        assert_eq!(
+            find_process(proc, &re, &mut not_builder).expect("scan"),
+            Some(50)
+        );
+        std::fs::remove_dir_all(proc.join("50")).expect("rm");
+        assert_eq!(
+            find_process(proc, &re, &mut not_builder).expect("scan"),
+            None,
+            "PID 1 was read before"
+        );
+        assert_eq!(
+            find_process(proc, &re, &mut HashSet::new()).expect("scan"),
+            Some(1),
+            "a full scan reads it again"
+        );
+        let err =
+            find_process(&proc.join("missing"), &re, &mut HashSet::new()).expect_err("missing");
         assert!(err.to_string().contains("missing"), "{err}");
     }
 
@@ -974,5 +1080,5 @@ mod tests {
         );
     }
 
-    const WATCH: Duration = collectors::WATCH_INTERVAL;
+    const WATCH: Duration = Duration::from_secs(2);
 }

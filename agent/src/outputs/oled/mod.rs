@@ -3,7 +3,9 @@
 //! the current frame at `GET /display.png` (×4).
 //!
 //! Without a panel (not a Pi, I2C off, `driver = "simulated"`) the same frames are
-//! drawn and served: the panel is simulated, which is not an error.
+//! drawn and served: the panel is simulated, which is not an error. With no button
+//! either, nobody sees a frame until `/display.png` asks, so a simulated display
+//! draws one at start and then one per request, not every `refresh_secs`.
 //!
 //! # Layout
 //! - [`config`]: the `[display]` section.
@@ -21,7 +23,7 @@ pub mod view;
 pub mod wallet;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +62,8 @@ pub const COLLECTORS_READ: &[&str] = &[
 pub const PNG_SCALE: u32 = 4;
 /// How often the `nodewatch_display_*` families are refreshed in `/metrics`.
 const METRICS_INTERVAL: Duration = Duration::from_secs(2);
+/// Longest `/display.png` waits for a frame drawn on its request.
+const DRAW_WAIT: Duration = Duration::from_secs(1);
 
 /// The current frame, shared with the HTTP handler.
 #[derive(Debug)]
@@ -67,6 +71,11 @@ pub struct DisplayShared {
     frame: Mutex<Frame>,
     version: AtomicU64,
     png: Mutex<Option<(u64, Bytes)>>,
+    /// Frames are drawn when `/display.png` asks (simulated, no button).
+    on_demand: AtomicBool,
+    /// The draw request generation asked for, and the last one drawn.
+    requested: watch::Sender<u64>,
+    drawn: watch::Sender<u64>,
 }
 
 impl DisplayShared {
@@ -76,7 +85,25 @@ impl DisplayShared {
             frame: Mutex::new(Frame::new(size)),
             version: AtomicU64::new(0),
             png: Mutex::new(None),
+            on_demand: AtomicBool::new(false),
+            requested: watch::Sender::new(0),
+            drawn: watch::Sender::new(0),
         }
+    }
+
+    /// When frames are drawn on demand, asks for one of the current state and waits
+    /// for it (at most [`DRAW_WAIT`]); else the ticking task's last frame is current.
+    pub async fn draw_now(&self) {
+        if !self.on_demand.load(Ordering::Acquire) {
+            return;
+        }
+        let mut wanted = 0;
+        self.requested.send_modify(|g| {
+            *g += 1;
+            wanted = *g;
+        });
+        let mut drawn = self.drawn.subscribe();
+        let _ = tokio::time::timeout(DRAW_WAIT, drawn.wait_for(|d| *d >= wanted)).await;
     }
 
     /// Publishes a frame (a no-op when it is the one already shown).
@@ -107,6 +134,7 @@ impl DisplayShared {
 /// `GET /display.png`, to merge into the agent's router.
 pub fn router(shared: Arc<DisplayShared>) -> Router {
     async fn display_png(State(shared): State<Arc<DisplayShared>>) -> Response {
+        shared.draw_now().await;
         let mut response = shared.png().into_response();
         let h = response.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
@@ -266,9 +294,18 @@ impl DisplayTask {
         }
         let mut ticker = tokio::time::interval(self.refresh);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // Nobody sees a simulated frame until `/display.png` asks for it.
+        let on_demand = self.panel.is_none() && self.buttons.is_none();
+        self.shared.on_demand.store(on_demand, Ordering::Release);
+        let mut requests = self.shared.requested.subscribe();
+        if on_demand {
+            // A first frame, and the display's families in `/metrics`.
+            self.tick(tokio::time::Instant::now().into_std()).await;
+        }
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                _ = ticker.tick(), if !on_demand => {}
+                _ = requests.changed(), if on_demand => {}
                 event = button::next_event(&mut self.buttons) => {
                     self.on_button(event, tokio::time::Instant::now().into_std());
                 }
@@ -278,8 +315,14 @@ impl DisplayTask {
             if *stop.borrow() {
                 break;
             }
+            let generation = *requests.borrow_and_update();
             // After a press too: the panel answers at once, not at the next tick.
             self.tick(tokio::time::Instant::now().into_std()).await;
+            self.shared.drawn.send_if_modified(|d| {
+                let newer = *d < generation;
+                *d = (*d).max(generation);
+                newer
+            });
         }
         // Leave the panel dark rather than frozen on a stale picture.
         if let Some(panel) = self.panel.take() {
