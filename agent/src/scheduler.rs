@@ -278,7 +278,7 @@ impl CollectorTask {
     /// Puts the collector on the fast tick or on demand, by what it last wrote.
     fn sort(&self) {
         let slot = &self.snapshot.slots()[self.scheduled.index];
-        let families = slot.state().families;
+        let families = slot.families();
         let fast = self
             .fast
             .wants(slot.spec.name, slot.spec.cadence, &families);

@@ -54,6 +54,12 @@ impl Slot {
     pub fn state(&self) -> SlotState {
         read(&self.state).clone()
     }
+
+    /// Its last good families (stale when the last run failed), without copying the
+    /// rest of its state.
+    pub fn families(&self) -> Arc<Vec<MetricFamily>> {
+        read(&self.state).families.clone()
+    }
 }
 
 /// Everything `/metrics` and the health endpoints serve.

@@ -558,11 +558,7 @@ pub fn evaluate_snapshot(
     bus: &AlertBus,
     now: Instant,
 ) -> Vec<Transition> {
-    let held: Vec<Arc<Vec<MetricFamily>>> = snapshot
-        .slots()
-        .iter()
-        .map(|s| s.state().families)
-        .collect();
+    let held: Vec<Arc<Vec<MetricFamily>>> = snapshot.slots().iter().map(|s| s.families()).collect();
     let meta = if evaluator.reads(COLLECTOR_SUCCESS) {
         collector_success(snapshot)
     } else {

@@ -77,6 +77,9 @@ pub const SPEC: CollectorSpec = CollectorSpec {
     .with_section("docker", &[])
 };
 
+/// Interval of the collector: every change of the view runs it at once besides.
+const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The states Docker reports, each exported as one `nodewatch_container_state` series.
 const STATES: &[&str] = &[
     "created",
@@ -166,6 +169,11 @@ impl Collector for DockerCollector {
 
     fn changes(&self) -> Vec<super::ChangeSignal> {
         vec![self.watch.changes()]
+    }
+
+    /// The view changes only by what the watch signals: the interval is a safety net.
+    fn interval(&self) -> Option<Duration> {
+        Some(SAFETY_INTERVAL)
     }
 }
 

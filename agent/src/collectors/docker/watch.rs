@@ -195,6 +195,11 @@ impl DockerWatch {
         f(&self.view.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// How many times the view was updated.
+    pub fn version(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Ticks after each update of the view.
     pub fn changes(&self) -> crate::collectors::ChangeSignal {
         self.changed.subscribe()

@@ -6,9 +6,9 @@
 //!   [`docker::watch`](super::docker::watch)), matched by `builder.container_pattern`;
 //! - the process, by scanning `<procfs>/[pid]/comm` and `cmdline` (through
 //!   `--path.procfs`) on the collector's interval: the last match is checked first;
-//!   while none runs, a scan happens only when a process was created since the last
-//!   one (`processes` in `<procfs>/stat`), and reads only processes it has not read
-//!   before, with a full scan every 30 s (a process may `exec` into the builder);
+//!   while none runs, a scan happens every 10 s or when the Docker view changes (a
+//!   container started), and reads only processes it has not read before, with a full
+//!   scan every 30 s (a process may `exec` into the builder);
 //! - the health endpoint, polled by a background task every
 //!   `builder.health_interval_secs` under `builder.health_timeout_secs`;
 //! - the data directory, walked off the runtime every `builder.data_dir_interval_secs`
@@ -127,8 +127,10 @@ pub const FAMILIES: &[&str] = &[
     "intmax_builder_info",
 ];
 
-/// Longest a "no builder process" stands without a full scan: one that `exec`s into
-/// the builder keeps its PID and creates no process.
+/// Longest a "no builder process" stands without a scan while Docker shows no change.
+const PROCESS_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest between full scans: a process that `exec`s into the builder keeps its PID,
+/// which a scan of new PIDs only would skip.
 const PROCESS_RESCAN_MAX: Duration = Duration::from_secs(30);
 
 /// Which health URL applies.
@@ -157,8 +159,8 @@ struct Cached {
 struct ProcessScan {
     /// When the last full scan ran.
     full_at: Option<Instant>,
-    /// Processes created since boot, read before the last scan.
-    created: Option<u64>,
+    /// When the last scan ran, and the Docker view's version then.
+    scanned: Option<(Instant, u64)>,
     /// PIDs read since the last full scan that did not match.
     not_builder: HashSet<u32>,
     pid: Option<u32>,
@@ -285,8 +287,8 @@ impl BuilderCollector {
     }
 
     /// Whether a builder process runs: the last match is checked first; while none
-    /// runs, a full scan happens only when a process was created since the last one,
-    /// or after [`PROCESS_RESCAN_MAX`].
+    /// runs, a scan happens every [`PROCESS_SCAN_INTERVAL`] or when the Docker view
+    /// changed, a full one every [`PROCESS_RESCAN_MAX`].
     fn process_running(&self) -> Result<bool, CollectError> {
         let mut scan = self.scan.lock().unwrap_or_else(|e| e.into_inner());
         let procfs = &self.roots.procfs;
@@ -301,12 +303,14 @@ impl BuilderCollector {
             || scan
                 .full_at
                 .is_none_or(|at| at.elapsed() >= PROCESS_RESCAN_MAX);
-        // Read before the scan: a process created during it is scanned for next time.
-        let created = processes_created(procfs);
-        if !full && created.is_some() && created == scan.created {
+        let docker = self.watch.version();
+        let due = scan
+            .scanned
+            .is_none_or(|(at, version)| at.elapsed() >= PROCESS_SCAN_INTERVAL || version != docker);
+        if !full && !due {
             return Ok(false);
         }
-        scan.created = created;
+        scan.scanned = Some((Instant::now(), docker));
         if full {
             scan.full_at = Some(Instant::now());
             scan.not_builder.clear();
@@ -515,14 +519,6 @@ pub fn process_matches(procfs: &Path, pid: u32, pattern: &Regex) -> bool {
         let base = argv0.rsplit('/').next().unwrap_or("");
         !base.is_empty() && pattern.is_match(base)
     })
-}
-
-/// Processes created since boot (`processes` in `<procfs>/stat`), if readable.
-pub fn processes_created(procfs: &Path) -> Option<u64> {
-    let stat = std::fs::read_to_string(procfs.join("stat")).ok()?;
-    stat.lines()
-        .find_map(|l| l.strip_prefix("processes "))
-        .and_then(|n| n.trim().parse().ok())
 }
 
 /// The first process under `procfs` that matches `pattern`, reading only the PIDs not
