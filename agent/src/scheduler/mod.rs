@@ -9,10 +9,14 @@
 //! scraper. Every collector runs once at start, which tells which families it
 //! writes; it is sorted after each run.
 //!
-//! A run happens on a blocking thread (collectors do file I/O and system calls). A run
-//! that outlives its timeout is recorded as a failure; while it is still stuck (a
-//! FIFO, a dead NFS mount) no second run of that collector is started, so threads do
-//! not pile up, the other collectors go on, and a scrape never waits on it again.
+//! Runs happen one after another on a blocking thread ([`runner`]; collectors do file
+//! I/O and system calls), and collectors of one interval tick together, so a round
+//! costs one wake-up rather than one per collector. A run that outlives its timeout is
+//! recorded as a failure, and the runner goes on without it; while it is still stuck
+//! (a FIFO, a dead NFS mount) no second run of that collector is started, so threads
+//! do not pile up, the other collectors go on, and a scrape never waits on it again.
+
+pub mod runner;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +30,7 @@ use tokio::time::MissedTickBehavior;
 use crate::collectors::{Cadence, ChangeSignal, CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
-
-/// Gap between the first runs of consecutive collectors.
-const STAGGER: Duration = Duration::from_millis(3);
+use runner::{RunError, Runner};
 
 /// Longest an on-demand collector goes without a run when nobody asks.
 pub const IDLE_REFRESH: Duration = Duration::from_secs(60);
@@ -183,19 +185,19 @@ pub fn spawn_all(
         + Duration::from_millis(100);
     let on_demand = Arc::new(OnDemand::new(snapshot.slots().len(), max_wait));
     let fast = Arc::new(fast);
+    let runner = Runner::new();
     let mut set = JoinSet::new();
-    // Starts are spread a few milliseconds apart: each run takes well under a
-    // millisecond, so one or two blocking threads serve them all, rather than one
-    // thread (and one malloc arena) per collector when they all start at once.
+    // Every ticker starts together: collectors of one interval tick at the same
+    // instant, and the runner takes their runs in one batch.
     let start = tokio::time::Instant::now();
-    for (i, scheduled) in collectors.into_iter().enumerate() {
-        let offset = STAGGER * u32::try_from(i).unwrap_or(u32::MAX);
+    for scheduled in collectors {
         let task = CollectorTask {
-            ticker: tokio::time::interval_at(start + offset, scheduled.interval),
+            ticker: tokio::time::interval_at(start, scheduled.interval),
             scheduled,
             snapshot: snapshot.clone(),
             on_demand: on_demand.clone(),
             fast: fast.clone(),
+            runner: runner.clone(),
             in_flight: Arc::new(AtomicBool::new(false)),
             stuck_since: None,
             last_outcome: Outcome::Ok,
@@ -236,6 +238,8 @@ struct CollectorTask {
     snapshot: Arc<Snapshot>,
     on_demand: Arc<OnDemand>,
     fast: Arc<FastSet>,
+    /// Where runs happen, one after another, shared by every collector.
+    runner: Runner,
     ticker: tokio::time::Interval,
     in_flight: Arc<AtomicBool>,
     stuck_since: Option<Instant>,
@@ -310,30 +314,43 @@ impl CollectorTask {
         self.in_flight.store(true, Ordering::Release);
         let collector = self.scheduled.collector.clone();
         let flag = self.in_flight.clone();
-        let started = Instant::now();
-        let job = tokio::task::spawn_blocking(move || {
-            let mut sink = MetricSink::new();
-            let result = collector.collect(&mut sink).map(|()| sink.into_families());
-            flag.store(false, Ordering::Release);
-            result
-        });
-        let result = tokio::time::timeout(timeout, job).await;
-        let duration = started.elapsed();
+        let result = self
+            .runner
+            .run(timeout, move || {
+                let started = Instant::now();
+                let mut sink = MetricSink::new();
+                let result = collector.collect(&mut sink).map(|()| sink.into_families());
+                flag.store(false, Ordering::Release);
+                (result, started.elapsed())
+            })
+            .await;
         let outcome = match result {
-            Ok(Ok(Ok(families))) => {
+            Ok((Ok(families), duration)) => {
                 self.store(families, duration);
                 Outcome::Ok
             }
-            Ok(Ok(Err(error))) => self.fail(&error, duration),
+            Ok((Err(error), duration)) => self.fail(&error, duration),
             // A panic in a collector is a bug; keep serving the rest.
-            Ok(Err(join_error)) => self.fail(
-                &CollectError::Other(format!("collector panicked: {join_error}")),
-                duration,
-            ),
-            Err(_elapsed) => self.fail(
+            Err(RunError::Panicked) => {
+                self.in_flight.store(false, Ordering::Release);
+                self.fail(
+                    &CollectError::Other("collector panicked".into()),
+                    Duration::ZERO,
+                )
+            }
+            Err(RunError::TimedOut) => self.fail(
                 &CollectError::Other(format!("timed out after {:.1}s", timeout.as_secs_f64())),
-                duration,
+                timeout,
             ),
+            Err(RunError::NoWorker) => {
+                self.in_flight.store(false, Ordering::Release);
+                self.fail(
+                    &CollectError::Other(
+                        "not started: the collections ahead of it are stuck".into(),
+                    ),
+                    Duration::ZERO,
+                )
+            }
         };
         if outcome == Outcome::Ok && self.last_outcome == Outcome::Failed {
             tracing::info!(collector = self.name(), "Collector recovered.");
