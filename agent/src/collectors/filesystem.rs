@@ -13,11 +13,12 @@
 //!
 //! A dead NFS server makes `statfs` hang. node_exporter waits 5 s per mount and then
 //! remembers the mount as stuck and stops asking it until its call returns. Here the
-//! calls run in order on a helper thread; the collector waits [`MOUNT_TIMEOUT`] for each,
-//! and when one does not answer in time it is reported with `device_error` 1,
-//! remembered as stuck (skipped, still with `device_error` 1, until its call returns),
-//! and a new helper thread carries on with the following mounts, so one stuck mount
-//! does not hide the others nor hold the collector until the scheduler's timeout.
+//! calls run in order on a helper thread (kept between collections); the collector
+//! waits [`MOUNT_TIMEOUT`] for each, and when one does not answer in time it is reported
+//! with `device_error` 1, remembered as stuck (skipped, still with `device_error` 1,
+//! until its call returns), and a new helper thread carries on with the following
+//! mounts, so one stuck mount does not hide the others nor hold the collector until
+//! the scheduler's timeout.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -61,6 +62,13 @@ type StatFn = fn(&Path) -> nix::Result<Usage>;
 /// Mount points currently stuck in `statfs`, shared with the helper threads.
 type StuckMounts = Arc<Mutex<HashSet<String>>>;
 
+/// Mounts to `statfs` in order: (index in the collection, mount point, path).
+type Batch = Vec<(usize, String, PathBuf)>;
+/// A batch for the helper, with the call to make.
+type Work = (Batch, StatFn, Answers);
+/// Where the helper sends each answer: (index, result).
+type Answers = mpsc::Sender<(usize, nix::Result<Usage>)>;
+
 /// Reads the mount table and `statfs`es each mount.
 #[derive(Debug)]
 pub struct FilesystemCollector {
@@ -73,6 +81,8 @@ pub struct FilesystemCollector {
     /// The last mount table read and the mounts it selected: an unchanged table (the
     /// usual case) is not parsed and matched again.
     selected: Mutex<(String, Arc<Vec<Mount>>)>,
+    /// The helper thread waiting for the next batch, if one is.
+    helper: Mutex<Option<mpsc::Sender<Work>>>,
 }
 
 /// node_exporter 1.5's default `--collector.filesystem.mount-points-exclude`.
@@ -147,6 +157,7 @@ impl FilesystemCollector {
             statfs: statfs_usage,
             mount_timeout: MOUNT_TIMEOUT,
             selected: Mutex::default(),
+            helper: Mutex::default(),
         })
     }
 
@@ -216,6 +227,8 @@ impl FilesystemCollector {
                                 "Mount point timed out, it is being labeled as stuck and will not be monitored."
                             );
                             stuck.insert(mount_point.clone());
+                            // The helper is stuck: the next batch goes to a new one.
+                            lock(&self.helper).take();
                             pending.pop_front();
                             // Another entry for the same mount point would hang as well.
                             pending.retain(|(_, other, _)| !stuck.contains(other));
@@ -245,38 +258,59 @@ impl FilesystemCollector {
         Ok(results)
     }
 
-    /// Starts a helper thread that `statfs`es `batch` in order and sends each answer,
-    /// unless the collector has meanwhile given up on that mount as stuck: then the
-    /// mount has recovered, and the thread ends.
+    /// Gives `batch` to the waiting helper thread, or to a new one, which `statfs`es it
+    /// in order and sends each answer.
     fn spawn_statfs_thread(
         &self,
-        batch: Vec<(usize, String, PathBuf)>,
+        batch: Batch,
     ) -> Result<mpsc::Receiver<(usize, nix::Result<Usage>)>, CollectError> {
-        let (sender, receiver) = mpsc::channel();
+        let (answers, receiver) = mpsc::channel();
+        let mut helper = lock(&self.helper);
+        let work = (batch, self.statfs, answers);
+        let work = match helper.as_ref() {
+            Some(waiting) => match waiting.send(work) {
+                Ok(()) => return Ok(receiver),
+                // It ended (a mount it was stuck in recovered): start another.
+                Err(mpsc::SendError(work)) => work,
+            },
+            None => work,
+        };
+        let (batches, next) = mpsc::channel();
+        batches
+            .send(work)
+            .map_err(|_| CollectError::Other("statfs helper channel closed".into()))?;
         let stuck = Arc::clone(&self.stuck);
-        let statfs = self.statfs;
         std::thread::Builder::new()
             .name("nodewatch-statfs".into())
             .stack_size(STATFS_THREAD_STACK)
-            .spawn(move || {
-                for (index, mount_point, path) in batch {
-                    let result = statfs(&path);
-                    let mut stuck = lock(&stuck);
-                    if stuck.remove(&mount_point) {
-                        tracing::debug!(
-                            mountpoint = mount_point.as_str(),
-                            "Mount point has recovered, monitoring will resume."
-                        );
-                        return;
-                    }
-                    drop(stuck);
-                    if sender.send((index, result)).is_err() {
-                        return;
-                    }
-                }
-            })
+            .spawn(move || statfs_helper(&next, &stuck))
             .map_err(|e| CollectError::Other(format!("cannot start a statfs thread: {e}")))?;
+        *helper = Some(batches);
         Ok(receiver)
+    }
+}
+
+/// The helper thread: `statfs`es each batch in order and sends each answer, unless the
+/// collector has meanwhile given up on that mount as stuck: then the mount has
+/// recovered, and the thread ends (the collector has a new helper by then). Ends too
+/// when the collector drops its side.
+fn statfs_helper(batches: &mpsc::Receiver<Work>, stuck: &StuckMounts) {
+    while let Ok((batch, statfs, answers)) = batches.recv() {
+        for (index, mount_point, path) in batch {
+            let result = statfs(&path);
+            let mut stuck = lock(stuck);
+            if stuck.remove(&mount_point) {
+                tracing::debug!(
+                    mountpoint = mount_point.as_str(),
+                    "Mount point has recovered, monitoring will resume."
+                );
+                return;
+            }
+            drop(stuck);
+            if answers.send((index, result)).is_err() {
+                break;
+            }
+        }
     }
 }
 

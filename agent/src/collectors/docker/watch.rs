@@ -106,7 +106,7 @@ pub enum Connection {
 }
 
 /// Everything the collectors render.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DockerView {
     /// The engine's reachability.
     pub connection: Connection,
@@ -205,9 +205,18 @@ impl DockerWatch {
         self.changed.subscribe()
     }
 
+    /// Applies `f`; signals the collectors when the view changed (a retry that fails
+    /// as the last one did is no change).
     fn update(&self, f: impl FnOnce(&mut DockerView)) {
-        f(&mut self.view.write().unwrap_or_else(|e| e.into_inner()));
-        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        let changed = {
+            let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+            let before = view.clone();
+            f(&mut view);
+            *view != before
+        };
+        if changed {
+            self.changed.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     async fn run(self: Arc<Self>) {
