@@ -355,6 +355,7 @@ impl Tasks {
                 alerts: bus.clone(),
                 acks: acks.clone(),
                 buttons: button.as_ref().map(|b| b.subscribe()),
+                on_demand: Some(on_demand.clone()),
             },
             stop.clone(),
         );

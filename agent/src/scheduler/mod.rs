@@ -66,8 +66,11 @@ impl std::fmt::Debug for Scheduled {
 pub struct FastSet {
     /// Family names (a collector writing any of them is fast).
     pub families: HashSet<String>,
-    /// Collector names.
+    /// Collector names (the display's, while it draws on its own).
     pub collectors: HashSet<String>,
+    /// Set when the reader of `collectors` reads them on request instead
+    /// ([`OnDemand::release_fast_collectors`]).
+    pub collectors_released: Arc<AtomicBool>,
     /// Every collector is fast (the old behaviour; `collectors.on_demand = false`).
     pub all: bool,
 }
@@ -83,7 +86,7 @@ impl FastSet {
     ) -> bool {
         self.all
             || cadence == Cadence::Watch
-            || self.collectors.contains(name)
+            || (self.collectors.contains(name) && !self.collectors_released.load(Ordering::Acquire))
             || families.iter().any(|f| self.families.contains(f.name()))
     }
 }
@@ -101,17 +104,27 @@ pub struct OnDemand {
     last_refresh: Mutex<Option<tokio::time::Instant>>,
     /// Longest a refresh waits: the longest timeout of a collector.
     max_wait: Duration,
+    /// [`FastSet::collectors_released`].
+    collectors_released: Arc<AtomicBool>,
 }
 
 impl OnDemand {
-    fn new(slots: usize, max_wait: Duration) -> Self {
+    fn new(slots: usize, max_wait: Duration, collectors_released: Arc<AtomicBool>) -> Self {
         Self {
+            collectors_released,
             requested: watch::Sender::new(0),
             answered: watch::Sender::new(vec![0; slots]),
             lazy: (0..slots).map(|_| AtomicBool::new(false)).collect(),
             last_refresh: Mutex::new(None),
             max_wait,
         }
+    }
+
+    /// The display draws only on request now (and refreshes through [`Self::refresh`]
+    /// first): the collectors it reads leave the fast tick, unless a rule reads them,
+    /// at their next run.
+    pub fn release_fast_collectors(&self) {
+        self.collectors_released.store(true, Ordering::Release);
     }
 
     /// Whether the collector of slot `index` runs on demand now.
@@ -183,7 +196,11 @@ pub fn spawn_all(
         .max()
         .unwrap_or_default()
         + Duration::from_millis(100);
-    let on_demand = Arc::new(OnDemand::new(snapshot.slots().len(), max_wait));
+    let on_demand = Arc::new(OnDemand::new(
+        snapshot.slots().len(),
+        max_wait,
+        fast.collectors_released.clone(),
+    ));
     let fast = Arc::new(fast);
     let runner = Runner::new();
     let mut set = JoinSet::new();

@@ -5,7 +5,9 @@
 //! Without a panel (not a Pi, I2C off, `driver = "simulated"`) the same frames are
 //! drawn and served: the panel is simulated, which is not an error. With no button
 //! either, nobody sees a frame until `/display.png` asks, so a simulated display
-//! draws one at start and then one per request, not every `refresh_secs`.
+//! draws one at start and then one per request, not every `refresh_secs`; a request
+//! refreshes the on-demand collectors first, as a scrape does, and the collectors the
+//! pages read leave the fast tick (unless a rule reads them).
 //!
 //! # Layout
 //! - [`config`]: the `[display]` section.
@@ -44,12 +46,13 @@ use crate::alerts::bus::AlertBus;
 use crate::alerts::sound::Acknowledgements;
 use crate::metrics::MetricSink;
 use crate::outputs::button::{self, ButtonEvent};
+use crate::scheduler::OnDemand;
 use crate::snapshot::Snapshot;
 
 /// The output's name in health and logs.
 pub const OUTPUT_NAME: &str = "display";
 /// The collectors whose families the pages show: they stay on the fast tick while the
-/// display is on (`scheduler::FastSet`).
+/// display draws on its own (`scheduler::FastSet`).
 pub const COLLECTORS_READ: &[&str] = &[
     "cpu",
     "thermal_zone",
@@ -72,10 +75,12 @@ pub struct DisplayShared {
     version: AtomicU64,
     png: Mutex<Option<(u64, Bytes)>>,
     /// Frames are drawn when `/display.png` asks (simulated, no button).
-    on_demand: AtomicBool,
+    draws_on_request: AtomicBool,
     /// The draw request generation asked for, and the last one drawn.
     requested: watch::Sender<u64>,
     drawn: watch::Sender<u64>,
+    /// Refreshes the on-demand collectors before a frame drawn on request.
+    on_demand: Option<Arc<OnDemand>>,
 }
 
 impl DisplayShared {
@@ -85,17 +90,21 @@ impl DisplayShared {
             frame: Mutex::new(Frame::new(size)),
             version: AtomicU64::new(0),
             png: Mutex::new(None),
-            on_demand: AtomicBool::new(false),
+            draws_on_request: AtomicBool::new(false),
             requested: watch::Sender::new(0),
             drawn: watch::Sender::new(0),
+            on_demand: None,
         }
     }
 
     /// When frames are drawn on demand, asks for one of the current state and waits
     /// for it (at most [`DRAW_WAIT`]); else the ticking task's last frame is current.
     pub async fn draw_now(&self) {
-        if !self.on_demand.load(Ordering::Acquire) {
+        if !self.draws_on_request.load(Ordering::Acquire) {
             return;
+        }
+        if let Some(on_demand) = &self.on_demand {
+            on_demand.refresh().await;
         }
         let mut wanted = 0;
         self.requested.send_modify(|g| {
@@ -211,6 +220,8 @@ pub struct DisplayInputs {
     pub acks: Arc<Acknowledgements>,
     /// Button events, when there is a button.
     pub buttons: Option<broadcast::Receiver<ButtonEvent>>,
+    /// The collectors' on-demand side: a frame drawn on request refreshes first.
+    pub on_demand: Option<Arc<OnDemand>>,
 }
 
 /// [`spawn`] with the panel given (tests drive a recording bus through it).
@@ -226,9 +237,12 @@ pub fn spawn_with_panel(
         alerts,
         acks,
         buttons,
+        on_demand,
     } = inputs;
     let size = display.panel_size().unwrap_or_default();
-    let shared = Arc::new(DisplayShared::new(size));
+    let mut shared = DisplayShared::new(size);
+    shared.on_demand = on_demand;
+    let shared = Arc::new(shared);
     let task = DisplayTask {
         snapshot,
         shared: shared.clone(),
@@ -296,7 +310,12 @@ impl DisplayTask {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         // Nobody sees a simulated frame until `/display.png` asks for it.
         let on_demand = self.panel.is_none() && self.buttons.is_none();
-        self.shared.on_demand.store(on_demand, Ordering::Release);
+        self.shared
+            .draws_on_request
+            .store(on_demand, Ordering::Release);
+        if on_demand && let Some(collectors) = &self.shared.on_demand {
+            collectors.release_fast_collectors();
+        }
         let mut requests = self.shared.requested.subscribe();
         if on_demand {
             // A first frame, and the display's families in `/metrics`.

@@ -69,6 +69,7 @@ fn start(
         alerts,
         acks,
         buttons,
+        on_demand: None,
     };
     spawn(&config.display, &config.node_name(), inputs, stop)
 }
@@ -88,6 +89,7 @@ fn start_with_panel(
         alerts,
         acks,
         buttons,
+        on_demand: None,
     };
     spawn_with_panel(&config.display, &config.node_name(), inputs, panel, stop)
 }
