@@ -60,6 +60,15 @@ impl AlertBus {
         self.set_alerts(with_test_alert(current, Some(alert)));
     }
 
+    /// When the test alert ends, while one is on.
+    pub fn test_alert_until(&self) -> Option<Instant> {
+        self.test_alert
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, until)| *until)
+    }
+
     /// The test alert, while it lasts at `now`.
     pub fn test_alert(&self, now: Instant) -> Option<FiringAlert> {
         let mut slot = self.test_alert.lock().unwrap_or_else(|e| e.into_inner());

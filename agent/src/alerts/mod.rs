@@ -7,9 +7,9 @@
 //! - [`sound`]: buzzer patterns, quiet hours, persisted acknowledgements (driven by `outputs::buzzer`).
 //!
 //! Rules are evaluated after each collection (50 ms later, to take the collectors
-//! staggered after it in the same evaluation) and, while an alert is pending or the
-//! test alert is on, every `alerts.evaluation_interval_secs` (default 1 s, for `for`
-//! durations and the test alert's end; nothing else changes with time alone) on the
+//! of the same tick in the same evaluation) and when a pending alert's `for` or the test
+//! alert ends (at most once per `alerts.evaluation_interval_secs`, default 1 s; nothing
+//! else changes with time alone) on the
 //! latest families of every collector (a failing collector's last values included,
 //! as design §2 says), plus `node_scrape_collector_success{collector}` as `/metrics`
 //! shows it (without collectors that have no data on this machine). A condition is
@@ -418,10 +418,19 @@ impl Evaluator {
         self.reads.iter().any(|r| r == name)
     }
 
-    /// Whether an alert waits out its rule's `for`: only then does time alone (no new
+    /// When the first pending alert's `for` ends: only then does time alone (no new
     /// collection) change what fires.
-    pub fn has_pending(&self) -> bool {
-        self.active.iter().any(|a| a.values().any(|a| !a.firing))
+    pub fn next_due(&self) -> Option<Instant> {
+        self.rules
+            .iter()
+            .zip(&self.active)
+            .flat_map(|(rule, active)| {
+                active
+                    .values()
+                    .filter(|a| !a.firing)
+                    .map(move |a| a.since + rule.hold)
+            })
+            .min()
     }
 
     /// Evaluates every rule at `now`; returns what started firing or resolved.
@@ -576,7 +585,15 @@ pub fn evaluate_snapshot(
     transitions
 }
 
-/// How long the evaluator waits after a collection for the ones staggered after it.
+/// Sleeps until `at`; never without one.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long the evaluator waits after a collection for the ones of the same tick.
 const COLLECTION_SETTLE: Duration = Duration::from_millis(50);
 
 /// The firing alerts with the test alert, if one is on, in its place by severity.
@@ -615,29 +632,27 @@ pub fn spawn(
     let period = Duration::from_secs_f64(config.evaluation_interval_secs);
     Some(tokio::spawn(async move {
         let mut evaluator = Evaluator::new(rules);
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last: Option<tokio::time::Instant> = None;
         let mut published = bus.subscribe_alerts();
         loop {
-            // Between collections only a pending `for` or the test alert's end needs
-            // the clock; otherwise nothing wakes the evaluator.
-            let timed = evaluator.has_pending()
-                || bus
-                    .test_alert(tokio::time::Instant::now().into_std())
-                    .is_some();
+            // Between collections only the end of a pending `for` or of the test alert
+            // changes what fires, so only then does the clock wake the evaluator (at
+            // most once per `period`).
+            let timed = [evaluator.next_due(), bus.test_alert_until()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|due| {
+                    let due = tokio::time::Instant::from_std(due);
+                    last.map_or(due, |l| due.max(l + period))
+                });
             tokio::select! {
-                _ = ticker.tick(), if timed => {
-                    // A collection has just been evaluated: the tick is only for `for`.
-                    if last.is_some_and(|t| t.elapsed() < period / 2) {
-                        continue;
-                    }
-                }
+                _ = sleep_until_some(timed) => {}
                 _ = snapshot.collected() => {
-                    // Collectors run staggered by a few ms: take them in one evaluation.
+                    // The collectors of one tick end within a few ms: one evaluation.
                     tokio::time::sleep(COLLECTION_SETTLE).await;
                 }
-                // A test alert may have started: decide again whether to tick.
+                // A test alert may have started: decide again when to wake.
                 _ = published.changed() => continue,
                 _ = stop.changed() => return,
             }

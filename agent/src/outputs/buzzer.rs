@@ -343,11 +343,30 @@ where
     tokio::spawn(task.run(alerts, context.buttons, stop))
 }
 
+/// `steps` as one beep: on from the first step to the end of the last sounding one,
+/// then off for the rest.
+fn heard_as_one(steps: &[Step]) -> Vec<Step> {
+    let sounding = steps.iter().rposition(|s| s.on).map_or(0, |i| i + 1);
+    let span = |steps: &[Step]| steps.iter().map(|s| s.duration).sum::<Duration>();
+    let mut one = vec![Step {
+        on: true,
+        duration: span(&steps[..sounding]),
+    }];
+    let rest = span(&steps[sounding..]);
+    if !rest.is_zero() {
+        one.push(Step {
+            on: false,
+            duration: rest,
+        });
+    }
+    one
+}
+
 /// A sound being played: its steps, the one playing, and when it ends.
 #[derive(Debug)]
 struct Player {
     sound: Sound,
-    steps: &'static [Step],
+    steps: Vec<Step>,
     index: usize,
     until: Instant,
 }
@@ -578,6 +597,14 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
             {
                 let steps = pattern(sound);
                 if let Some(first) = steps.first() {
+                    // A simulated pin has nobody to hear the rhythm: on for the span of
+                    // the beeps, then off, rather than a wake-up per beep.
+                    let steps = if self.simulated {
+                        heard_as_one(steps)
+                    } else {
+                        steps.to_vec()
+                    };
+                    let first_for = steps.first().map_or(first.duration, |s| s.duration);
                     tracing::debug!(?sound, "Buzzer.");
                     self.sounds[match sound {
                         Sound::Critical => 0,
@@ -588,7 +615,7 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
                         sound,
                         steps,
                         index: 0,
-                        until: now + first.duration,
+                        until: now + first_for,
                     });
                     self.set_buzzer(first.on);
                     self.dirty = true;

@@ -98,6 +98,8 @@ struct Options {
     policy: BuzzerPolicy,
     handles_press: bool,
     settle_after: Duration,
+    /// The pins stand for simulated ones (no GPIO line), not for hardware.
+    simulated: bool,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
             policy: BuzzerPolicy::default(),
             handles_press: true,
             settle_after: Duration::from_secs(3600),
+            simulated: false,
         }
     }
 }
@@ -136,7 +139,7 @@ fn start_on(snapshot: Arc<Snapshot>, dir: &Path, options: Options) -> Harness {
             handles_press: options.handles_press,
             policy: options.policy,
             settle_after: options.settle_after,
-            simulated: true,
+            simulated: options.simulated,
             pin_error: None,
         },
         Box::new(move || clock_minute.load(Ordering::Relaxed)),
@@ -198,6 +201,38 @@ fn critical_cycle(t: u64) -> Vec<(u64, bool)> {
     .iter()
     .map(|&(d, on)| (t + d, on))
     .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_simulated_buzzer_sounds_each_pattern_as_one_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = start(
+        dir.path(),
+        Options {
+            simulated: true,
+            ..Options::default()
+        },
+    );
+    sleep_ms(1000).await;
+    let t0 = h.elapsed_ms();
+    h.set(vec![alert("BuilderDown", Severity::Critical)]);
+    sleep_ms(4100).await;
+    // Nobody hears a simulated rhythm: on for the pattern's length, then as often.
+    assert_eq!(
+        h.buzzer.since(t0),
+        [
+            (t0, true),
+            (t0 + 900, false),
+            (t0 + 2000, true),
+            (t0 + 2900, false),
+            (t0 + 4000, true),
+        ]
+    );
+    assert!(
+        h.metrics()
+            .contains("nodewatch_buzzer_sounds_total{sound=\"critical\"} 3")
+    );
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -573,7 +608,13 @@ async fn corrupt_acknowledgements_are_a_health_error_not_a_crash() {
 #[tokio::test(start_paused = true)]
 async fn metrics_say_when_the_buzzer_last_went_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let h = start(dir.path(), Options::default());
+    let h = start(
+        dir.path(),
+        Options {
+            simulated: true,
+            ..Options::default()
+        },
+    );
     sleep_ms(10).await;
     let text = h.metrics();
     assert!(
