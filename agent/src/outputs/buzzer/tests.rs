@@ -118,6 +118,17 @@ fn start(dir: &Path, options: Options) -> Harness {
     start_on(snapshot, dir, options)
 }
 
+/// [`start`] with the pins standing for simulated ones.
+fn start_simulated(dir: &Path) -> Harness {
+    start(
+        dir,
+        Options {
+            simulated: true,
+            ..Options::default()
+        },
+    )
+}
+
 fn start_on(snapshot: Arc<Snapshot>, dir: &Path, options: Options) -> Harness {
     let now = Instant::now();
     let acks = Acknowledgements::open(dir);
@@ -206,13 +217,7 @@ fn critical_cycle(t: u64) -> Vec<(u64, bool)> {
 #[tokio::test(start_paused = true)]
 async fn a_simulated_buzzer_sounds_each_pattern_as_one_step() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let h = start(
-        dir.path(),
-        Options {
-            simulated: true,
-            ..Options::default()
-        },
-    );
+    let h = start_simulated(dir.path());
     sleep_ms(1000).await;
     let t0 = h.elapsed_ms();
     h.set(vec![alert("BuilderDown", Severity::Critical)]);
@@ -608,13 +613,7 @@ async fn corrupt_acknowledgements_are_a_health_error_not_a_crash() {
 #[tokio::test(start_paused = true)]
 async fn metrics_say_when_the_buzzer_last_went_on() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let h = start(
-        dir.path(),
-        Options {
-            simulated: true,
-            ..Options::default()
-        },
-    );
+    let h = start_simulated(dir.path());
     sleep_ms(10).await;
     let text = h.metrics();
     assert!(
