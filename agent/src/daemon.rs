@@ -228,7 +228,8 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let (snapshot, scheduled) = prepare(&config)?;
     report_config_import(&config, &snapshot);
-    // The first runs start a few ms apart and each ends by its timeout.
+    // The first runs go one after another, each ending by its timeout (a stuck one
+    // leaves the rest to a new thread).
     let first_collection_bound = scheduled
         .iter()
         .map(|s| s.timeout)
