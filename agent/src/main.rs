@@ -134,7 +134,7 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     // One thread serves HTTP and schedules; collections run on the blocking pool, which
-    // stays small because runs are short and staggered. The cap bounds the threads that
+    // stays small because runs go one after another on one thread. The cap bounds the threads that
     // collectors stuck in a system call can hold.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
