@@ -134,8 +134,8 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     // One thread serves HTTP and schedules; collections run on the blocking pool, which
-    // stays small because runs go one after another on one thread. The cap bounds the threads that
-    // collectors stuck in a system call can hold.
+    // stays small because runs go one after another on one thread. The cap bounds the
+    // threads that collectors stuck in a system call can hold.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .max_blocking_threads(32)
