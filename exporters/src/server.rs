@@ -244,11 +244,12 @@ pub fn serve_main<E: Exporter>(
     runtime.block_on(async move {
         let listener = nodewatch_http::bind(listen_address).await?;
         let address = listener.local_addr().context("listener address")?;
+        // Handlers first: a SIGTERM right after "Listening." stops, not kills.
+        let shutdown = nodewatch_http::systemd::stopping_after(shutdown_signal());
         tracing::info!(address = %address, "Listening.");
         // systemd (Type=notify): pings from this runtime, ready once bound.
         let _watchdog = nodewatch_http::systemd::start_watchdog();
         nodewatch_http::systemd::notify_ready(&format!("Serving metrics on {address}."));
-        let shutdown = nodewatch_http::systemd::stopping_after(shutdown_signal());
         run(
             Arc::new(Mutex::new(state)),
             listener,

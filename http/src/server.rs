@@ -398,22 +398,31 @@ async fn record_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Cannot listen for SIGTERM.");
-                std::future::pending::<()>().await;
-            }
-        }
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called
+/// (inside the runtime), not when the future is first polled: a signal sent as soon
+/// as "Listening." is logged must stop the server, not kill it.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|e| tracing::warn!(error = %e, "Cannot listen for {name}."))
+            .ok()
     };
-    tokio::select! {
-        _ = terminate => tracing::info!("SIGTERM received, shutting down."),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down."),
+    let terminate = listen(SignalKind::terminate(), "SIGTERM");
+    let interrupt = listen(SignalKind::interrupt(), "SIGINT");
+    async move {
+        let received = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = received(terminate) => tracing::info!("SIGTERM received, shutting down."),
+            _ = received(interrupt) => tracing::info!("SIGINT received, shutting down."),
+        }
     }
 }
 
