@@ -12,14 +12,15 @@
 use libfuzzer_sys::fuzz_target;
 use nodewatch_exporters::intmax_cli::{looks_like_key, parse_balance};
 
-/// A plain decimal: digits with at most one dot, at least one digit.
+/// A plain decimal: digits with at most one dot, at least one digit, finite as an f64
+/// (over about 309 digits it is not an amount, whatever its symbol).
 fn plain_decimal(text: &str) -> Option<f64> {
     let digits = text.chars().filter(char::is_ascii_digit).count();
     let dots = text.chars().filter(|c| *c == '.').count();
     if digits == 0 || dots > 1 || digits + dots != text.chars().count() {
         return None;
     }
-    text.parse().ok()
+    text.parse().ok().filter(|v: &f64| v.is_finite())
 }
 
 /// What the output says, read independently: `(eth, sitx)`, or `None` when it is not
@@ -72,10 +73,7 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             let message = e.to_string();
             assert!(!looks_like_key(&message), "a key in the error: {message}");
-            if let Some((eth, sitx)) = expected(&output)
-                && eth.is_finite()
-                && sitx.is_none_or(f64::is_finite)
-            {
+            if expected(&output).is_some() {
                 panic!("well-formed output refused: {message}");
             }
         }
