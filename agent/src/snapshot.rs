@@ -37,6 +37,8 @@ pub struct SlotState {
     pub duration: Option<Duration>,
     /// Runs started.
     pub runs: u64,
+    /// Whether a run has begun and its result is not stored yet.
+    pub running: bool,
 }
 
 /// One collector's place in the snapshot.
@@ -85,6 +87,10 @@ pub struct Snapshot {
     /// Signalled after each collection that changed something, so alert rules are
     /// evaluated at once.
     collected: tokio::sync::Notify,
+    /// Slots whose run has begun and whose result is not stored yet.
+    running: std::sync::atomic::AtomicUsize,
+    /// Signalled when `running` drops to zero: the runs begun together are all stored.
+    settled: tokio::sync::Notify,
     /// The refused first-boot configuration import (`daemon::config_import`): the
     /// agent is degraded while it is there.
     config_import_error: std::sync::OnceLock<String>,
@@ -143,6 +149,8 @@ impl Snapshot {
             outputs: crate::output_registry::OutputRegistry::default(),
             alerts_view: std::sync::OnceLock::new(),
             collected: tokio::sync::Notify::new(),
+            running: std::sync::atomic::AtomicUsize::new(0),
+            settled: tokio::sync::Notify::new(),
             config_import_error: std::sync::OnceLock::new(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -160,7 +168,29 @@ impl Snapshot {
 
     /// Marks the start of a run.
     pub fn begin_run(&self, index: usize) {
-        write(&self.slots[index].state).runs += 1;
+        let mut state = write(&self.slots[index].state);
+        state.runs += 1;
+        if !state.running {
+            state.running = true;
+            self.running.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Ends the run of a slot (its result is stored, or a run was skipped).
+    fn end_run(&self, state: &mut SlotState) {
+        if std::mem::take(&mut state.running) && self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_waiters();
+        }
+    }
+
+    /// Completes when no begun run is waiting to be stored (at once if none is): the
+    /// collectors that ticked together have all answered.
+    pub async fn settled(&self) {
+        let notified = self.settled.notified();
+        if self.running.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        notified.await;
     }
 
     /// Stores a successful run. Families of external collectors whose name a built-in
@@ -204,6 +234,7 @@ impl Snapshot {
             state.families = Arc::new(families);
             state.last_success = Some(SystemTime::now());
             state.duration = Some(duration);
+            self.end_run(&mut state);
         }
         self.generation.fetch_add(1, Ordering::Release);
         if changed {
@@ -223,6 +254,7 @@ impl Snapshot {
             state.rendered = Bytes::new();
             state.last_error = Some(error);
             state.duration = Some(duration);
+            self.end_run(&mut state);
         }
         self.generation.fetch_add(1, Ordering::Release);
         if changed {
@@ -356,5 +388,38 @@ impl MetricsSource for Snapshot {
                 error: import_error,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    #[tokio::test]
+    async fn settled_waits_for_every_run_begun() {
+        let specs = ["loadavg", "arp"]
+            .map(|name| {
+                (
+                    crate::collectors::spec(name).expect("spec"),
+                    Duration::from_secs(2),
+                )
+            })
+            .to_vec();
+        let snapshot = Snapshot::new(specs);
+        assert!(snapshot.settled().now_or_never().is_some(), "nothing begun");
+        snapshot.begin_run(0);
+        snapshot.begin_run(1);
+        let mut settled = Box::pin(snapshot.settled());
+        assert!((&mut settled).now_or_never().is_none());
+        snapshot.store_success(0, Vec::new(), Duration::ZERO);
+        assert!((&mut settled).now_or_never().is_none(), "one run still out");
+        // A run skipped while a stuck one is out stores a failure without a begin: it
+        // ends nothing.
+        snapshot.store_failure(0, "stuck".into(), false, Duration::ZERO);
+        assert!((&mut settled).now_or_never().is_none());
+        snapshot.store_failure(1, "failed".into(), false, Duration::ZERO);
+        assert!(settled.now_or_never().is_some(), "both stored");
+        assert!(snapshot.settled().now_or_never().is_some());
     }
 }

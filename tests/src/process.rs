@@ -100,8 +100,16 @@ impl Child {
         })
     }
 
-    /// CPU time used so far (user + system), in seconds.
+    /// CPU time used so far (user + system, every thread, ended ones included), in
+    /// seconds: from the process's CPU-time clock (nanoseconds), else from
+    /// `/proc/PID/stat` (clock ticks, 10 ms: too coarse for an idle process).
     pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid()).ok()?);
+        if let Ok(clock) = nix::time::clock_getcpuclockid(pid)
+            && let Ok(time) = nix::time::clock_gettime(clock)
+        {
+            return Some(time.tv_sec() as f64 + time.tv_nsec() as f64 / 1e9);
+        }
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
         let after_comm = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = after_comm.split_whitespace().collect();

@@ -593,8 +593,9 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// How long the evaluator waits after a collection for the ones of the same tick.
-const COLLECTION_SETTLE: Duration = Duration::from_millis(50);
+/// Longest the evaluator waits after a collection for the others begun with it (a
+/// tick's, a scrape's) to be stored; a stuck run does not hold it longer.
+const SETTLE_LIMIT: Duration = Duration::from_millis(100);
 
 /// The firing alerts with the test alert, if one is on, in its place by severity.
 pub fn with_test_alert(
@@ -649,8 +650,9 @@ pub fn spawn(
             tokio::select! {
                 _ = sleep_until_some(timed) => {}
                 _ = snapshot.collected() => {
-                    // The collectors of one tick end within a few ms: one evaluation.
-                    tokio::time::sleep(COLLECTION_SETTLE).await;
+                    // The collectors of one tick end within a few ms: one evaluation,
+                    // once the last has stored (no timer wake-up of its own).
+                    let _ = tokio::time::timeout(SETTLE_LIMIT, snapshot.settled()).await;
                 }
                 // A test alert may have started: decide again when to wake.
                 _ = published.changed() => continue,

@@ -270,6 +270,41 @@ impl Buzzer {
         &self.policy
     }
 
+    /// The next instant at which [`Self::next_sound`] may answer differently with
+    /// nothing else changed (no alert, acknowledgement or press in between): the end
+    /// of a mute, or when the warning chirps again. With quiet hours (they begin and
+    /// end on the wall clock) it is `now + poll`. `None`: not before another event.
+    pub fn next_change(
+        &self,
+        firing: &[(FiringAlert, bool)],
+        now: Instant,
+        poll: Duration,
+    ) -> Option<Instant> {
+        if let Some(until) = self.muted_until.filter(|t| now < *t) {
+            return Some(until);
+        }
+        let unacked = |severity| {
+            firing
+                .iter()
+                .any(|(a, acked)| a.severity == severity && !acked)
+        };
+        if self.policy.quiet_hours.is_some() && !firing.is_empty() {
+            return Some(now + poll);
+        }
+        if unacked(Severity::Critical) {
+            // It sounds without a pause; this is only a fallback.
+            return Some(now + poll);
+        }
+        if unacked(Severity::Warning) {
+            return Some(
+                self.last_chirp
+                    .map_or(now, |t| t + self.policy.warning_repeat)
+                    .max(now),
+            );
+        }
+        None
+    }
+
     /// What to play now. `firing` pairs each firing alert with whether it was
     /// acknowledged; `resolved` says an alert resolved since the last call;
     /// `minute_of_day` is local time, for quiet hours.
@@ -683,6 +718,39 @@ mod tests {
             b.next_sound(&warm, false, at(305), 720),
             Some(Sound::Warning)
         );
+    }
+
+    #[test]
+    fn next_change_is_the_next_chirp_or_the_end_of_a_mute() {
+        let poll = Duration::from_secs(1);
+        let mut b = Buzzer::new(BuzzerPolicy {
+            warning_repeat: Duration::from_secs(300),
+            ..BuzzerPolicy::default()
+        });
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let warm = [(alert("SocTemperatureHigh", Severity::Warning), false)];
+        // Nothing firing: nothing to wait for.
+        assert_eq!(b.next_change(&[], t0, poll), None);
+        // A new warning chirps at once, then again after the repeat interval.
+        assert_eq!(b.next_change(&warm, at(0), poll), Some(at(0)));
+        assert_eq!(b.next_sound(&warm, false, at(0), 720), Some(Sound::Warning));
+        assert_eq!(b.next_change(&warm, at(2), poll), Some(at(300)));
+        // An acknowledged warning never sounds again.
+        let acked = [(warm[0].0.clone(), true)];
+        assert_eq!(b.next_change(&acked, at(2), poll), None);
+        // A mute: its end, whatever fires.
+        b.mute(at(10));
+        let down = [(alert("BuilderDown", Severity::Critical), false)];
+        assert_eq!(b.next_change(&down, at(20), poll), Some(at(3610)));
+        assert_eq!(b.next_change(&[], at(20), poll), Some(at(3610)));
+        // Quiet hours begin and end on the wall clock: looked at every `poll`.
+        let quiet = Buzzer::new(BuzzerPolicy {
+            quiet_hours: Some(QuietHours::parse("22:00-07:00").expect("parse")),
+            ..BuzzerPolicy::default()
+        });
+        assert_eq!(quiet.next_change(&warm, at(5), poll), Some(at(5) + poll));
+        assert_eq!(quiet.next_change(&[], at(5), poll), None);
     }
 
     #[test]

@@ -47,8 +47,8 @@ use crate::snapshot::Snapshot;
 pub const OUTPUT_NAME: &str = "buzzer";
 /// Half period of the LED's blinking.
 pub const BLINK: Duration = Duration::from_millis(500);
-/// How often the task looks again while alerts fire (warning repeats, the end of a
-/// mute, quiet hours starting or ending).
+/// How often the task looks again while alerts fire and quiet hours are configured
+/// (they start and end on the wall clock).
 const POLL: Duration = Duration::from_secs(1);
 /// Added to the longest `for` of the rules before acknowledgements of alerts that
 /// never fired again since the start are forgotten.
@@ -580,11 +580,7 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
             }
         }
         if self.player.is_none() && self.buzzer.is_some() {
-            let firing: Vec<(FiringAlert, bool)> = self
-                .firing
-                .iter()
-                .map(|a| (a.clone(), self.acks.is_acknowledged(a)))
-                .collect();
+            let firing = self.firing_with_acks();
             let minute = if self.logic.policy().quiet_hours.is_some() {
                 (self.clock)()
             } else {
@@ -643,6 +639,14 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
         }
     }
 
+    /// Each firing alert with whether it was acknowledged.
+    fn firing_with_acks(&self) -> Vec<(FiringAlert, bool)> {
+        self.firing
+            .iter()
+            .map(|a| (a.clone(), self.acks.is_acknowledged(a)))
+            .collect()
+    }
+
     /// When to wake up next without an event.
     fn deadline(&self, now: Instant) -> Option<Instant> {
         let mut next = self.player.as_ref().map(|p| p.until);
@@ -652,8 +656,14 @@ impl<B: OutputPin, L: OutputPin> AlertOutputs<B, L> {
         if self.led.is_some() && self.led_state == LedState::Blink {
             earliest(self.led_next);
         }
-        if self.buzzer.is_some() && (!self.firing.is_empty() || self.muted) {
-            earliest(now + POLL);
+        // While a sound plays, its end is the next look; else the buzzer logic says
+        // when, with nothing else happening, it would sound (a warning's repeat, the
+        // end of a mute), rather than a look every second.
+        if self.buzzer.is_some() && self.player.is_none() {
+            let firing = self.firing_with_acks();
+            if let Some(at) = self.logic.next_change(&firing, now.into_std(), POLL) {
+                earliest(Instant::from_std(at));
+            }
         }
         if !self.settled {
             earliest(self.started + self.settle_after);
