@@ -90,8 +90,11 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 
 log "cargo deny (licenses, bans, sources)"
 # deny.toml says what is allowed and why. Offline: these three checks need no advisory
-# database. 0.20.2 builds with rustc 1.88 and later.
+# database, but `cargo metadata` needs every locked crate, those of other platforms
+# (windows-sys, …) too, which a build on this machine never downloads: fetch them first.
+# 0.20.2 builds with rustc 1.88 and later.
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked --version 0.20.2
+cargo fetch --locked
 cargo deny --offline --locked check licenses bans sources
 
 log "cargo test (unit and end-to-end)"
