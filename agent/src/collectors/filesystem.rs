@@ -19,12 +19,23 @@
 //! until its call returns), and a new helper thread carries on with the following
 //! mounts, so one stuck mount does not hide the others nor hold the collector until
 //! the scheduler's timeout.
+//!
+//! The rules read this collector, so it runs on the 2 s tick. The kernel formats every
+//! mount anew for each read of the mounts file, which was most of this collector's cost:
+//! the procfs file is kept open instead, and read again only when the kernel marks it
+//! changed (`POLLPRI`, as util-linux's mount monitor waits for), or after
+//! [`MOUNTS_REREAD`].
 
 use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use regex_lite::Regex;
 use serde::Deserialize;
@@ -69,6 +80,43 @@ type Work = (Batch, StatFn, Answers);
 /// Where the helper sends each answer: (index, result).
 type Answers = mpsc::Sender<(usize, nix::Result<Usage>)>;
 
+/// Longest an open procfs mount table is trusted unread: the kernel's change mark is
+/// the signal, this bounds what a missed one could cost.
+pub const MOUNTS_REREAD: Duration = Duration::from_secs(60);
+
+/// The procfs mount table kept open between collections: the kernel marks an open
+/// mounts file (`POLLPRI`) when anything is mounted or unmounted in its namespace.
+#[derive(Debug)]
+struct OpenMounts {
+    file: File,
+    path: PathBuf,
+    read_at: Instant,
+}
+
+impl OpenMounts {
+    /// Whether the table may differ from its last read.
+    fn may_have_changed(&self) -> bool {
+        if self.read_at.elapsed() >= MOUNTS_REREAD {
+            return true;
+        }
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLPRI)];
+        match nix::poll::poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_none_or(|r| r.intersects(PollFlags::POLLPRI | PollFlags::POLLERR)),
+            Err(_) => true,
+        }
+    }
+}
+
+/// Reads `file` from its start.
+fn read_from_start(file: &mut File) -> std::io::Result<String> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// Reads the mount table and `statfs`es each mount.
 #[derive(Debug)]
 pub struct FilesystemCollector {
@@ -81,6 +129,9 @@ pub struct FilesystemCollector {
     /// The last mount table read and the mounts it selected: an unchanged table (the
     /// usual case) is not parsed and matched again.
     selected: Mutex<(String, Arc<Vec<Mount>>)>,
+    /// The procfs mount table behind `selected`, open; `None` before a good read, or
+    /// when the table is not on procfs (a fixture), which is then read every time.
+    open_mounts: Mutex<Option<OpenMounts>>,
     /// The helper thread waiting for the next batch, if one is.
     helper: Mutex<Option<mpsc::Sender<Work>>>,
 }
@@ -157,23 +208,27 @@ impl FilesystemCollector {
             statfs: statfs_usage,
             mount_timeout: MOUNT_TIMEOUT,
             selected: Mutex::default(),
+            open_mounts: Mutex::default(),
             helper: Mutex::default(),
         })
     }
 
-    /// PID 1's mount table, or the system's when PID 1's is hidden (`hidepid`).
-    fn read_mounts(&self) -> Result<(String, PathBuf), CollectError> {
+    /// PID 1's mount table, or the system's when PID 1's is hidden (`hidepid`): its
+    /// text, path and open file.
+    fn read_mounts(&self) -> Result<(String, PathBuf, File), CollectError> {
         let path = self.roots.proc("1/mounts");
-        match std::fs::read_to_string(&path) {
-            Ok(text) => return Ok((text, path)),
+        let (path, mut file) = match File::open(&path) {
+            Ok(file) => (path, file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(path = %path.display(), "Falling back to the system mounts.");
+                let path = self.roots.proc("mounts");
+                let file = File::open(&path).map_err(|e| CollectError::io(&path, e))?;
+                (path, file)
             }
             Err(e) => return Err(CollectError::io(&path, e)),
-        }
-        let path = self.roots.proc("mounts");
-        let text = std::fs::read_to_string(&path).map_err(|e| CollectError::io(&path, e))?;
-        Ok((text, path))
+        };
+        let text = read_from_start(&mut file).map_err(|e| CollectError::io(&path, e))?;
+        Ok((text, path, file))
     }
 
     /// The mount point as labelled: without the rootfs prefix, if it has one.
@@ -317,14 +372,43 @@ fn statfs_helper(batches: &mpsc::Receiver<Work>, stuck: &StuckMounts) {
 impl FilesystemCollector {
     /// The mounts to report: the mount table less the excluded, each mount point once.
     fn selected_mounts(&self) -> Result<Arc<Vec<Mount>>, CollectError> {
-        let (text, path) = self.read_mounts()?;
+        let mut open = lock(&self.open_mounts);
+        if open.as_ref().is_some_and(|o| !o.may_have_changed()) {
+            return Ok(lock(&self.selected).1.clone());
+        }
+        // Kept open only after a good read and parse, below.
+        let (text, path, file) = match open.take() {
+            Some(mut o) => match read_from_start(&mut o.file) {
+                Ok(text) => (text, o.path, o.file),
+                Err(e) => return Err(CollectError::io(&o.path, e)),
+            },
+            None => self.read_mounts()?,
+        };
+        let mounts = self.select(text, &path)?;
+        let on_procfs = nix::sys::statfs::fstatfs(&file)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::PROC_SUPER_MAGIC);
+        if on_procfs {
+            // A change since the file was opened is still marked (only a poll clears
+            // the mark), so none is missed between the read and the next poll.
+            *open = Some(OpenMounts {
+                file,
+                path,
+                read_at: Instant::now(),
+            });
+        }
+        Ok(mounts)
+    }
+
+    /// The mounts of the table `text` that pass the filters; an unchanged table (the
+    /// usual case) is not parsed and matched again.
+    fn select(&self, text: String, path: &Path) -> Result<Arc<Vec<Mount>>, CollectError> {
         let mut selected = lock(&self.selected);
         if selected.0 == text {
             return Ok(selected.1.clone());
         }
         let mut seen: HashSet<(String, String, String)> = HashSet::new();
         let mut mounts = Vec::new();
-        for mut mount in parse_mounts(&text, &path)? {
+        for mut mount in parse_mounts(&text, path)? {
             mount.mount_point = self.strip_rootfs(mount.mount_point);
             if self.mount_points_exclude.is_match(&mount.mount_point)
                 || self.fs_types_exclude.is_match(&mount.fs_type)
@@ -522,6 +606,84 @@ tmpfs /run tmpfs rw,nosuid,nodev,size=388200k,mode=755 0 0
         assert!(!mounts[0].is_read_only());
         assert_eq!(mounts[4].mount_point, "/mnt/usb disk\tx");
         assert_eq!(decode_mount_point("/a\\134b"), "/a\\134b");
+    }
+
+    #[test]
+    fn a_fixture_mount_table_is_read_at_every_collection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("data")).expect("mkdir");
+        write(dir.path(), "proc/1/mounts", "/dev/root / ext4 rw 0 0\n");
+        let collector = collector(Roots::under(dir.path()));
+        let first = collect_text(&collector);
+        assert!(first.contains("mountpoint=\"/\""), "{first}");
+        assert!(!first.contains("/data"), "{first}");
+        // Not procfs: nothing marks a change, so the file is read again.
+        write(
+            dir.path(),
+            "proc/1/mounts",
+            "/dev/root / ext4 rw 0 0\n/dev/sda1 /data ext4 rw 0 0\n",
+        );
+        let second = collect_text(&collector);
+        assert!(second.contains("mountpoint=\"/data\""), "{second}");
+        assert!(lock(&collector.open_mounts).is_none());
+    }
+
+    /// In a private mount namespace of its own thread (needs CAP_SYS_ADMIN, as the
+    /// suite's dockerd does): the open procfs table is read again only once the
+    /// kernel marks a mount.
+    #[test]
+    fn the_procfs_mount_table_is_read_again_when_the_kernel_marks_a_change() {
+        std::thread::spawn(|| {
+            use nix::mount::{MntFlags, MsFlags, mount, umount2};
+            use nix::sched::{CloneFlags, unshare};
+            unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("unshare (root?)");
+            mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make / private");
+            let target = tempfile::tempdir().expect("tempdir");
+            let root = tempfile::tempdir().expect("tempdir");
+            // procfs of this thread's namespace at ROOT/proc/1 (the collector's path).
+            std::fs::create_dir_all(root.path().join("proc")).expect("mkdir");
+            std::os::unix::fs::symlink("/proc/thread-self", root.path().join("proc/1"))
+                .expect("symlink");
+            let roots = Roots {
+                rootfs: "/".into(),
+                ..Roots::under(root.path())
+            };
+            let config = FilesystemConfig {
+                fs_types_exclude: "^$".into(),
+                mount_points_exclude: "^$".into(),
+            };
+            let collector = FilesystemCollector::new(roots, &config).expect("collector");
+            let name = target.path().to_string_lossy().to_string();
+            let before = collect_text(&collector);
+            assert!(!before.contains(&name), "{before}");
+            {
+                let open = lock(&collector.open_mounts);
+                let open = open.as_ref().expect("procfs: kept open");
+                assert!(!open.may_have_changed(), "nothing mounted yet");
+            }
+            mount(
+                Some("tmpfs"),
+                target.path(),
+                Some("tmpfs"),
+                MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("mount tmpfs");
+            let after = collect_text(&collector);
+            assert!(after.contains(&name), "{after}");
+            umount2(target.path(), MntFlags::MNT_DETACH).expect("umount");
+            let unmounted = collect_text(&collector);
+            assert!(!unmounted.contains(&name), "{unmounted}");
+        })
+        .join()
+        .expect("test thread");
     }
 
     #[test]
