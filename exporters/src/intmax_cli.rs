@@ -179,6 +179,14 @@ impl EthSource {
                             format!("{value:?} must not start with '-'"),
                         ));
                     }
+                    // Every one of them goes on ssh's command line, which any user
+                    // of the machine can read (found by fuzzing: a path of hex digits).
+                    if looks_like_key(value) {
+                        return Err(invalid(
+                            &format!("{at}.ssh.{name}"),
+                            "holds what looks like a private key (64 hex digits in a row), which would show on the command line: the wrapper on the node must read the key from its 0600 file",
+                        ));
+                    }
                     Ok(())
                 };
                 field("host", &ssh.host)?;
@@ -186,12 +194,6 @@ impl EthSource {
                 field("identity_file", &ssh.identity_file)?;
                 field("known_hosts", &ssh.known_hosts)?;
                 field("command", &ssh.command)?;
-                if looks_like_key(&ssh.command) {
-                    return Err(invalid(
-                        &format!("{at}.ssh.command"),
-                        "holds what looks like a private key: the wrapper on the node must read the key from its 0600 file",
-                    ));
-                }
                 let connect = match ssh.connect_timeout_seconds.unwrap_or(10) {
                     0 => {
                         return Err(invalid(
@@ -617,6 +619,13 @@ mod tests {
                     "a".repeat(64)
                 ),
                 "nodes[0].eth.ssh.command",
+            ),
+            (
+                &format!(
+                    "[ssh]\nhost = \"h\"\nuser = \"u\"\nidentity_file = \"i\"\nknown_hosts = \"/etc/kh{}\"\ncommand = \"c\"",
+                    "B".repeat(64)
+                ),
+                "nodes[0].eth.ssh.known_hosts",
             ),
         ] {
             let e = eth(text).expect_err(text).to_string();

@@ -218,6 +218,13 @@ impl RewardConfig {
         if ssh_program.trim().is_empty() {
             return Err(invalid("ssh_program", "must not be empty".into()));
         }
+        // It is the command line's first word, which any user of the machine can read.
+        if crate::intmax_cli::looks_like_key(&ssh_program) {
+            return Err(invalid(
+                "ssh_program",
+                "holds what looks like a private key (64 hex digits in a row)".into(),
+            ));
+        }
         let eth_interval = match file.eth_interval_seconds.unwrap_or(600) {
             0 => return Err(invalid("eth_interval_seconds", "must be at least 1".into())),
             v => Duration::from_secs(v),

@@ -41,6 +41,22 @@ fn example_config_parses() {
     assert!(toml::from_str::<RewardFile>("period_start_unix = 1\nnodes = []\nx = 1\n").is_err());
 }
 
+#[test]
+fn an_ssh_program_that_looks_like_a_key_is_refused() {
+    let file: RewardFile = toml::from_str(&format!(
+        "period_start_unix = 1\nssh_program = \"/opt/{}/ssh\"\n[[nodes]]\nname = \"a\"\naddress = \"0x1111111111111111111111111111111111111111\"\n",
+        "c".repeat(64)
+    ))
+    .expect("toml");
+    let e = RewardConfig::resolve(file)
+        .expect_err("key-like")
+        .to_string();
+    assert!(
+        e.contains("ssh_program") && e.contains("private key"),
+        "{e}"
+    );
+}
+
 fn state_with_eth() -> RewardState {
     let file: RewardFile = toml::from_str(
         "period_start_unix = 1\n\
