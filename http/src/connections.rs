@@ -110,6 +110,55 @@ pub(crate) struct ConnState {
     /// Wakes the connection's task to close it.
     pub(crate) close: Notify,
     epoch: Instant,
+    /// The tracker's reaper, woken when a request begins while it sleeps long.
+    reaper: Arc<ReaperWake>,
+}
+
+/// How connections wake the reaper: only while it sleeps until an idle deadline (a
+/// request beginning may need the shorter header timeout), so that a busy server does
+/// not wake it for every request.
+#[derive(Debug, Default)]
+pub(crate) struct ReaperWake {
+    sleeping_long: AtomicBool,
+    notify: Notify,
+}
+
+impl ReaperWake {
+    fn activity(&self) {
+        if self.sleeping_long.swap(false, Ordering::AcqRel) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// From here until [`Self::ticking`], activity wakes the reaper; armed before it
+    /// looks at the connections, so a request beginning meanwhile is not missed.
+    pub(crate) fn arm(&self) {
+        self.sleeping_long.store(true, Ordering::Release);
+    }
+
+    /// The reaper ticks: connections need not wake it.
+    pub(crate) fn ticking(&self) {
+        self.sleeping_long.store(false, Ordering::Release);
+    }
+
+    /// Completes on the next activity since [`Self::arm`]: a request's first byte or
+    /// a new connection.
+    pub(crate) async fn activity_seen(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// When the reaper looks again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextReap {
+    /// A request is under way or its head arriving: in this long (a header timeout
+    /// may end any time).
+    Tick(Duration),
+    /// Every open connection is idle: when the first idle timeout ends, or at the
+    /// next activity.
+    IdleEnds(Duration),
+    /// No connection is open: at the next activity.
+    NothingOpen,
 }
 
 impl ConnState {
@@ -164,6 +213,7 @@ pub(crate) struct Tracker {
     next_id: AtomicU64,
     epoch: Instant,
     limits: Limits,
+    pub(crate) reaper: Arc<ReaperWake>,
 }
 
 /// Deregisters a connection when its task ends.
@@ -190,6 +240,7 @@ impl Tracker {
             next_id: AtomicU64::new(0),
             epoch: Instant::now(),
             limits,
+            reaper: Arc::default(),
         })
     }
 
@@ -243,8 +294,10 @@ impl Tracker {
             shutting_down: AtomicBool::new(false),
             close: Notify::new(),
             epoch: self.epoch,
+            reaper: self.reaper.clone(),
         });
         self.lock().insert(id, state.clone());
+        self.reaper.activity();
         let metrics = ConnectionMetrics::global();
         metrics.open.fetch_add(1, Ordering::Relaxed);
         metrics.accepted.fetch_add(1, Ordering::Relaxed);
@@ -255,20 +308,30 @@ impl Tracker {
         }
     }
 
-    /// Closes idle connections past their header or idle timeout.
-    pub(crate) fn reap(&self) {
+    /// Closes idle connections past their header or idle timeout, and says when to
+    /// look again.
+    pub(crate) fn reap(&self) -> NextReap {
         let now = self.epoch.elapsed().as_millis() as u64;
         let header = self.limits.read_header_timeout.as_millis() as u64;
         let idle = self.limits.idle_timeout.as_millis() as u64;
+        let mut first_idle_end: Option<u64> = None;
+        let mut active = false;
         for c in self.lock().values() {
-            if c.is_busy() || c.closing.load(Ordering::Acquire) {
+            if c.closing.load(Ordering::Acquire) {
+                continue;
+            }
+            if c.is_busy() {
+                active = true;
                 continue;
             }
             let started = c.head_started.load(Ordering::Acquire);
             let reason = if started != NONE {
+                active = true;
                 (now.saturating_sub(started) > header).then_some(CloseReason::HeaderTimeout)
             } else {
                 let since = c.idle_since.load(Ordering::Acquire);
+                let end = since.saturating_add(idle).saturating_add(1);
+                first_idle_end = Some(first_idle_end.map_or(end, |e| e.min(end)));
                 (now.saturating_sub(since) > idle).then_some(CloseReason::IdleTimeout)
             };
             if let Some(reason) = reason
@@ -276,6 +339,15 @@ impl Tracker {
             {
                 ConnectionMetrics::global().closed(reason);
             }
+        }
+        if active {
+            return NextReap::Tick(self.reap_interval());
+        }
+        match first_idle_end {
+            Some(end) => NextReap::IdleEnds(
+                Duration::from_millis(end.saturating_sub(now)).max(self.reap_interval()),
+            ),
+            None => NextReap::NothingOpen,
         }
     }
 
@@ -325,12 +397,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before && !self.state.is_busy() {
             let now = self.state.now();
-            let _ = self.state.head_started.compare_exchange(
-                NONE,
-                now,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            if self
+                .state
+                .head_started
+                .compare_exchange(NONE, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.state.reaper.activity();
+            }
         }
         result
     }
@@ -395,6 +469,37 @@ mod tests {
         let third = tracker.register();
         let _busy = [second.state.begin(), third.state.begin()];
         assert!(!tracker.make_room(), "every connection busy: refuse");
+    }
+
+    #[test]
+    fn the_reaper_sleeps_until_the_first_idle_timeout_between_requests() {
+        let tracker = Tracker::new(limits(10));
+        // 100 ms header timeout: a tenth of it, within 50 ms and 1 s.
+        let tick = Duration::from_millis(50);
+        assert_eq!(tracker.reap(), NextReap::NothingOpen);
+        let conn = tracker.register();
+        let NextReap::IdleEnds(wait) = tracker.reap() else {
+            panic!("an idle connection: sleep until its idle timeout");
+        };
+        assert!(wait > Duration::from_millis(250) && wait <= Duration::from_millis(301));
+        // A request's first byte wakes a reaper that sleeps long, and it ticks again.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        tracker.reaper.arm();
+        let mut woken = Box::pin(tracker.reaper.activity_seen());
+        assert!(woken.as_mut().poll(&mut cx).is_pending());
+        let mut socket = Tracked::new(&b"GET /"[..], conn.state.clone());
+        let mut buf = [0u8; 8];
+        let _ = Pin::new(&mut socket).poll_read(&mut cx, &mut ReadBuf::new(&mut buf));
+        assert!(woken.as_mut().poll(&mut cx).is_ready());
+        assert_eq!(tracker.reap(), NextReap::Tick(tick));
+        // While it ticks, requests do not wake it.
+        tracker.reaper.ticking();
+        let in_flight = conn.state.begin();
+        assert_eq!(tracker.reap(), NextReap::Tick(tick));
+        drop(in_flight);
+        assert!(matches!(tracker.reap(), NextReap::IdleEnds(_)));
+        drop(conn);
+        assert_eq!(tracker.reap(), NextReap::NothingOpen);
     }
 
     #[test]

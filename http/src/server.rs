@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
 use crate::auth::Auth;
-use crate::connections::{ConnState, ConnectionMetrics, Registration, Tracked, Tracker};
+use crate::connections::{ConnState, ConnectionMetrics, NextReap, Registration, Tracked, Tracker};
 use crate::exposition::{Exposition, TEXT_CONTENT_TYPE};
 use crate::health::{DetailedHealth, HealthStatus};
 use crate::limits::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, ServerSettings};
@@ -241,12 +241,21 @@ pub async fn serve(
     let tracker = Tracker::new(limits.clone());
     let reaper = {
         let tracker = tracker.clone();
+        // Ticks only while a request is under way; between scrapes it sleeps until
+        // the first idle timeout or the next request, so an idle server does not wake.
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(tracker.reap_interval());
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
-                tracker.reap();
+                tracker.reaper.arm();
+                match tracker.reap() {
+                    NextReap::Tick(wait) => {
+                        tracker.reaper.ticking();
+                        tokio::time::sleep(wait).await;
+                    }
+                    NextReap::IdleEnds(wait) => {
+                        let _ = tokio::time::timeout(wait, tracker.reaper.activity_seen()).await;
+                    }
+                    NextReap::NothingOpen => tracker.reaper.activity_seen().await,
+                }
             }
         })
     };
