@@ -49,7 +49,11 @@ log="$NW_TARGET_DIR/test-aarch64.log"
 mkdir -p "$NW_TARGET_DIR"
 nw_log "cargo test -p nodewatch-agent --lib --target $TARGET (tests run under $qemu)"
 rc=0
-nw_chroot_cargo test --locked -p nodewatch-agent --lib --target "$TARGET" "$@" 2>&1 | tee "$log" || rc=$?
+# Left out here only: the mount-table test makes its private mount namespace's "/"
+# private, and in this chroot "/" is no mount point (EINVAL); it runs in the native suite.
+nw_chroot_cargo test --locked -p nodewatch-agent --lib --target "$TARGET" "$@" -- \
+  --skip collectors::filesystem::tests::the_procfs_mount_table_is_read_again_when_the_kernel_marks_a_change \
+  2>&1 | tee "$log" || rc=$?
 unit_time=$(nw_elapsed "$t0")
 
 # --- host names through /etc/hosts --------------------------------------------------------
