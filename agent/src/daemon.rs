@@ -205,8 +205,13 @@ pub fn fast_set(config: &Config) -> scheduler::FastSet {
         // Rules were checked by `Config::parse`; one that fails here is left out by the
         // evaluator too.
         for rule in crate::alerts::compile(&config.alerts).unwrap_or_default() {
-            fast.families
-                .extend(rule.metric_names().into_iter().map(String::from));
+            let pace = rule.sample_pace();
+            for name in rule.metric_names() {
+                fast.families
+                    .entry(name.to_string())
+                    .and_modify(|p| *p = (*p).min(pace))
+                    .or_insert(pace);
+            }
         }
     }
     if config.display.enabled {
@@ -406,6 +411,29 @@ pub use nodewatch_http::shutdown_signal;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_family_a_rule_reads_is_paced_by_the_most_demanding_rule() {
+        let text = "[[alerts.rules]]\nname = \"LoadNow\"\nexpr = \"node_load1 > 4\"\nseverity = \"warning\"\n\
+                    [[alerts.rules]]\nname = \"LoadLong\"\nexpr = \"node_load1 > 2\"\nseverity = \"warning\"\n\
+                    for_secs = 600\n";
+        let config = Config::parse(text, Path::new("agent.toml")).expect("config");
+        let fast = fast_set(&config);
+        let pace = |name: &str| fast.families.get(name).copied();
+        // The built-in rules: a fifth of their `for`, at most 15 s.
+        assert_eq!(
+            pace("node_memory_MemAvailable_bytes"),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(
+            pace("node_thermal_zone_temp"),
+            Some(Duration::from_secs(12))
+        );
+        assert_eq!(pace("nodewatch_pi_throttled"), Some(Duration::from_secs(1)));
+        // Read by a rule without `for` and by one with: every collection.
+        assert_eq!(pace("node_load1"), Some(Duration::ZERO));
+        assert_eq!(pace("node_cpu_seconds_total"), None, "read by no rule");
+    }
 
     #[test]
     fn config_import_error_file() {

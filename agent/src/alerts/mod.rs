@@ -118,6 +118,13 @@ impl RuleConfig {
     }
 }
 
+/// How many samples a rule with a `for` sees within it, at least (see
+/// [`CompiledRule::sample_pace`]).
+pub const SAMPLES_PER_HOLD: u32 = 5;
+
+/// The longest a rule's samples are apart, whatever its `for`: a common scrape interval.
+pub const SAMPLE_PACE_LIMIT: Duration = Duration::from_secs(15);
+
 /// Filesystems the disk rules ignore: memory-backed and read-only image types.
 const DISK_FILTER: &str =
     "fstype!~\"tmpfs|ramfs|devtmpfs|squashfs|overlay|iso9660\",mountpoint!~\"/(run|snap)(/.*)?\"";
@@ -310,6 +317,14 @@ impl CompiledRule {
     /// The metric names its expression reads.
     pub fn metric_names(&self) -> Vec<&str> {
         self.expr.metric_names()
+    }
+
+    /// How far apart the samples it reads may be: a [`SAMPLES_PER_HOLD`]th of its
+    /// `for`, at most [`SAMPLE_PACE_LIMIT`]; zero (every collection) without a `for`.
+    /// An alert fires exactly `for` after the first sample its condition held in, so a
+    /// coarser pace delays only when that first sample is taken.
+    pub fn sample_pace(&self) -> Duration {
+        (self.hold / SAMPLES_PER_HOLD).min(SAMPLE_PACE_LIMIT)
     }
 
     /// Parses a rule's expression and templates.

@@ -1,13 +1,16 @@
 //! Runs every collector in the background under its own timeout, and stores the
 //! results in the [`Snapshot`].
 //!
-//! Two speeds (issue 14, "idle like node_exporter"): a collector whose families the
-//! alert rules or the display read (a [`FastSet`]) runs on its interval, so a
-//! condition reaches the buzzer within seconds. Every other collector runs when a
-//! scrape (or remote_write) asks for fresh values through [`OnDemand::refresh`],
-//! and at least every [`IDLE_REFRESH`] so local health stays current without a
-//! scraper. Every collector runs once at start, which tells which families it
-//! writes; it is sorted after each run.
+//! Two speeds (issue 14, "idle like node_exporter"): a collector whose families an
+//! alert rule without `for`, or the display, reads (a [`FastSet`]) runs on its
+//! interval, so a condition reaches the buzzer within seconds. Every other collector
+//! runs when a scrape (or remote_write) asks for fresh values through
+//! [`OnDemand::refresh`], and at least as often as the rules reading it need (the
+//! pace [`FastSet::families`] gives each family; a rule with `for` needs a few samples
+//! within it, not one per tick), else every [`IDLE_REFRESH`], so local health stays
+//! current without a scraper. Those runs fall on the interval's grid, so they share
+//! the fast tick's wake-up. Every collector runs once at start, which tells which
+//! families it writes; it is sorted after each run.
 //!
 //! Runs happen one after another on a blocking thread ([`runner`]; collectors do file
 //! I/O and system calls), and collectors of one interval tick together, so a round
@@ -18,7 +21,7 @@
 
 pub mod runner;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::collectors::{Cadence, ChangeSignal, CollectError, Collector};
+use crate::collectors::{ChangeSignal, CollectError, Collector};
 use crate::metrics::MetricSink;
 use crate::snapshot::Snapshot;
 use runner::{RunError, Runner};
@@ -64,8 +67,9 @@ impl std::fmt::Debug for Scheduled {
 /// and the collectors the display reads.
 #[derive(Debug, Clone, Default)]
 pub struct FastSet {
-    /// Family names (a collector writing any of them is fast).
-    pub families: HashSet<String>,
+    /// Family names the rules read, each with the longest time its samples may be apart
+    /// (zero: every tick). A collector writing one runs at least that often.
+    pub families: HashMap<String, Duration>,
     /// Collector names (the display's, while it draws on its own).
     pub collectors: HashSet<String>,
     /// Set when the reader of `collectors` reads them on request instead
@@ -76,19 +80,41 @@ pub struct FastSet {
 }
 
 impl FastSet {
-    /// Whether the collector `name`, which wrote `families` in its last good run,
-    /// belongs on the fast tick.
-    fn wants(
+    /// When the collector `name`, which wrote `families` in its last good run and runs
+    /// every `interval` on the tick, should run.
+    fn schedule(
         &self,
         name: &str,
-        cadence: Cadence,
         families: &[prometheus::proto::MetricFamily],
-    ) -> bool {
-        self.all
-            || cadence == Cadence::Watch
+        interval: Duration,
+    ) -> Schedule {
+        if self.all
             || (self.collectors.contains(name) && !self.collectors_released.load(Ordering::Acquire))
-            || families.iter().any(|f| self.families.contains(f.name()))
+        {
+            return Schedule::Tick;
+        }
+        let pace = families
+            .iter()
+            .filter_map(|f| self.families.get(f.name()))
+            .min();
+        match pace {
+            // Two ticks would be too far apart: every tick.
+            Some(pace) if *pace < interval.saturating_mul(2) => Schedule::Tick,
+            Some(pace) => Schedule::OnDemand { max_age: *pace },
+            None => Schedule::OnDemand {
+                max_age: IDLE_REFRESH,
+            },
+        }
     }
+}
+
+/// When a collector runs (besides at once on a change it watches).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Schedule {
+    /// On every tick of its interval.
+    Tick,
+    /// When a scrape asks, and at least every `max_age`, on a tick of its interval.
+    OnDemand { max_age: Duration },
 }
 
 /// Scrapes ask the on-demand collectors for fresh values here.
@@ -210,6 +236,8 @@ pub fn spawn_all(
     for scheduled in collectors {
         let task = CollectorTask {
             ticker: tokio::time::interval_at(start, scheduled.interval),
+            grid_start: start,
+            schedule: Schedule::Tick,
             scheduled,
             snapshot: snapshot.clone(),
             on_demand: on_demand.clone(),
@@ -258,6 +286,9 @@ struct CollectorTask {
     /// Where runs happen, one after another, shared by every collector.
     runner: Runner,
     ticker: tokio::time::Interval,
+    /// When every ticker started: on-demand runs that are due fall on its grid.
+    grid_start: tokio::time::Instant,
+    schedule: Schedule,
     in_flight: Arc<AtomicBool>,
     stuck_since: Option<Instant>,
     last_outcome: Outcome,
@@ -277,11 +308,14 @@ impl CollectorTask {
         let index = self.scheduled.index;
         let mut last_run = tokio::time::Instant::now();
         loop {
-            let lazy = self.on_demand.is_on_demand(index);
+            let (lazy, due) = match self.schedule {
+                Schedule::Tick => (false, last_run),
+                Schedule::OnDemand { max_age } => (true, self.due(last_run, max_age)),
+            };
             tokio::select! {
                 _ = self.ticker.tick(), if !lazy => {}
                 _ = requests.changed(), if lazy => {}
-                _ = tokio::time::sleep_until(last_run + IDLE_REFRESH), if lazy => {}
+                _ = tokio::time::sleep_until(due), if lazy => {}
                 _ = any_changed(&mut changes) => {}
                 _ = shutdown.changed() => return,
             }
@@ -296,21 +330,38 @@ impl CollectorTask {
         }
     }
 
+    /// The last tick of its interval's grid within `max_age` of `last_run` (no tick
+    /// between: `last_run + max_age`), so due runs share the tick's wake-up.
+    fn due(&self, last_run: tokio::time::Instant, max_age: Duration) -> tokio::time::Instant {
+        let latest = last_run + max_age;
+        let interval = self.scheduled.interval.as_nanos();
+        if interval == 0 || latest <= self.grid_start {
+            return latest;
+        }
+        let ticks = (latest - self.grid_start).as_nanos() / interval;
+        let tick = u64::try_from(ticks.saturating_mul(interval))
+            .map(|ns| self.grid_start + Duration::from_nanos(ns))
+            .unwrap_or(latest);
+        if tick > last_run { tick } else { latest }
+    }
+
     /// Puts the collector on the fast tick or on demand, by what it last wrote.
-    fn sort(&self) {
+    fn sort(&mut self) {
         let slot = &self.snapshot.slots()[self.scheduled.index];
         let families = slot.families();
-        let fast = self
+        let schedule = self
             .fast
-            .wants(slot.spec.name, slot.spec.cadence, &families);
-        let was_lazy = self.on_demand.lazy[self.scheduled.index].swap(!fast, Ordering::AcqRel);
-        if was_lazy == fast {
+            .schedule(slot.spec.name, &families, self.scheduled.interval);
+        let lazy = schedule != Schedule::Tick;
+        self.on_demand.lazy[self.scheduled.index].store(lazy, Ordering::Release);
+        if schedule != self.schedule {
             tracing::debug!(
                 collector = slot.spec.name,
-                on_demand = !fast,
+                schedule = ?schedule,
                 "Collector schedule."
             );
         }
+        self.schedule = schedule;
     }
 
     /// One run: skipped (and recorded as failing) while the last one is stuck.
@@ -522,7 +573,7 @@ mod tests {
             })
             .collect();
         let fast = FastSet {
-            families: ["node_load1".to_string()].into(),
+            families: [("node_load1".to_string(), Duration::ZERO)].into(),
             ..FastSet::default()
         };
         (snapshot, scheduled, fast)
@@ -584,6 +635,59 @@ mod tests {
         assert!(!on_demand.is_on_demand(0));
         assert_eq!(runs(&snapshot, "loadavg"), 3);
         assert_eq!(runs(&snapshot, "arp"), 1);
+        tx.send(true).expect("send");
+        while set.join_next().await.is_some() {}
+    }
+
+    /// `loadavg` writing `node_load1`, which a rule reads with the pace given.
+    fn paced(pace: Duration) -> (Arc<Snapshot>, Vec<Scheduled>, FastSet) {
+        let (snapshot, mut scheduled, mut fast) = two_speeds();
+        struct Load(std::sync::atomic::AtomicU64);
+        impl Collector for Load {
+            fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
+                let n = self.0.fetch_add(1, Ordering::AcqRel) + 1;
+                out.gauge("node_load1", "Load.", &[], n as f64);
+                Ok(())
+            }
+        }
+        scheduled[0].collector = Arc::new(Load(Default::default()));
+        fast.families = [("node_load1".to_string(), pace)].into();
+        (snapshot, scheduled, fast)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_only_rules_with_for_read_runs_at_their_pace_and_when_scraped() {
+        let (snapshot, scheduled, fast) = paced(Duration::from_secs(10));
+        let (tx, rx) = watch::channel(false);
+        let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), fast, rx);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(on_demand.is_on_demand(0), "not on every tick");
+        assert_eq!(runs(&snapshot, "loadavg"), 1, "first round");
+        tokio::time::sleep(Duration::from_millis(9_800)).await;
+        assert_eq!(runs(&snapshot, "loadavg"), 1, "not before its pace");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(runs(&snapshot, "loadavg"), 2, "on the tick 10 s after");
+        assert_eq!(runs(&snapshot, "arp"), 1, "read by nobody: not yet");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        on_demand.refresh().await;
+        assert_eq!(runs(&snapshot, "loadavg"), 3, "a scrape asks it too");
+        // Due again 10 s after that run, on the last 2 s tick within it: 22 s, not 20.
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        assert_eq!(runs(&snapshot, "loadavg"), 3, "paced from the last run");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(runs(&snapshot, "loadavg"), 4, "on the 22 s tick");
+        tx.send(true).expect("send");
+        while set.join_next().await.is_some() {}
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pace_shorter_than_two_intervals_is_every_tick() {
+        let (snapshot, scheduled, fast) = paced(Duration::from_secs(3));
+        let (tx, rx) = watch::channel(false);
+        let (mut set, on_demand) = spawn_all(scheduled, snapshot.clone(), fast, rx);
+        tokio::time::sleep(Duration::from_millis(6_100)).await;
+        assert!(!on_demand.is_on_demand(0));
+        assert_eq!(runs(&snapshot, "loadavg"), 4, "every 2 s");
         tx.send(true).expect("send");
         while set.join_next().await.is_some() {}
     }
