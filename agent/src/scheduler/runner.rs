@@ -10,7 +10,8 @@
 //! mount, a FIFO). The runner then starts a new drain for the runs queued behind it;
 //! the stuck one ends when its call returns. A queued run's time starts when it does:
 //! at its deadline, a run that has not started is given another timeout (at most
-//! [`MAX_WAITS`] in all).
+//! [`MAX_WAITS`] in all); then it is reported as not run, and skipped if a drain
+//! reaches it later.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -63,8 +64,19 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// When a run started, and on which drain.
-type Taken = Arc<Mutex<Option<(Instant, u64)>>>;
+/// Where a queued run is.
+#[derive(Clone, Copy)]
+enum Progress {
+    /// In the queue.
+    Queued,
+    /// Started at this instant on the drain of this generation.
+    Started(Instant, u64),
+    /// Given up before it started ([`RunError::NoWorker`]): it must never run.
+    GivenUp,
+}
+
+/// A run's progress, shared by the caller and the drain that takes it.
+type Taken = Arc<Mutex<Progress>>;
 
 impl Runner {
     /// A runner with nothing queued.
@@ -81,10 +93,16 @@ impl Runner {
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, RunError> {
         let (answer, mut result) = tokio::sync::oneshot::channel();
-        let taken = Taken::default();
+        let taken: Taken = Arc::new(Mutex::new(Progress::Queued));
         let taken_by = taken.clone();
         self.submit(Box::new(move |generation| {
-            *lock(&taken_by) = Some((Instant::now(), generation));
+            {
+                let mut progress = lock(&taken_by);
+                if matches!(*progress, Progress::GivenUp) {
+                    return;
+                }
+                *progress = Progress::Started(Instant::now(), generation);
+            }
             if let Ok(value) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
                 let _ = answer.send(value);
             }
@@ -95,20 +113,28 @@ impl Runner {
             match tokio::time::timeout_at(deadline, &mut result).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(_dropped)) => return Err(RunError::Panicked),
-                Err(_elapsed) => match *lock(&taken) {
-                    Some((started, _)) if started + timeout > deadline => {
-                        deadline = started + timeout;
+                Err(_elapsed) => {
+                    let mut progress = lock(&taken);
+                    match *progress {
+                        Progress::Started(started, _) if started + timeout > deadline => {
+                            deadline = started + timeout;
+                        }
+                        Progress::Started(_, generation) => {
+                            drop(progress);
+                            self.replace(generation);
+                            return Err(RunError::TimedOut);
+                        }
+                        Progress::Queued if waits < MAX_WAITS => {
+                            waits += 1;
+                            deadline += timeout;
+                        }
+                        // Reported as not run: a drain that frees up later skips it.
+                        Progress::Queued | Progress::GivenUp => {
+                            *progress = Progress::GivenUp;
+                            return Err(RunError::NoWorker);
+                        }
                     }
-                    Some((_, generation)) => {
-                        self.replace(generation);
-                        return Err(RunError::TimedOut);
-                    }
-                    None if waits < MAX_WAITS => {
-                        waits += 1;
-                        deadline += timeout;
-                    }
-                    None => return Err(RunError::NoWorker),
-                },
+                }
             }
         }
     }
@@ -209,6 +235,37 @@ mod tests {
             "and the runner goes on"
         );
         release.send(()).expect("release");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_given_up_before_it_started_never_runs() {
+        let runner = Runner::new();
+        let (release, hang) = mpsc::channel::<()>();
+        let first = runner.clone();
+        let stuck = tokio::spawn(async move {
+            first
+                .run(Duration::from_secs(30), move || {
+                    let _ = hang.recv();
+                })
+                .await
+        });
+        // Let the stuck run start first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ran = Arc::new(AtomicUsize::new(0));
+        let ran_by = ran.clone();
+        let behind = runner.run(Duration::from_millis(50), move || {
+            ran_by.fetch_add(1, Ordering::AcqRel);
+        });
+        assert_eq!(behind.await, Err(RunError::NoWorker));
+        // The drain frees up: the run reported as not run stays not run.
+        release.send(()).expect("release");
+        assert_eq!(stuck.await.expect("join"), Ok(()));
+        assert_eq!(
+            runner.run(Duration::from_secs(5), || 3).await,
+            Ok(3),
+            "the queue goes on"
+        );
+        assert_eq!(ran.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
