@@ -56,6 +56,12 @@ fn bits(v: f64) -> u64 {
     }
 }
 
+/// A bucket bound or quantile as it is served: Go's text writer (and so node_exporter
+/// and the agent) prints both zeros as `0`.
+fn bound_bits(v: f64) -> u64 {
+    bits(if v == 0.0 { 0.0 } else { v })
+}
+
 /// Quantiles or buckets as the collector exports them (Go's const summaries and
 /// histograms): a later line with the same bound wins, sorted by bound.
 fn sorted_last_wins<T: Copy>(entries: &[(f64, T)]) -> Vec<(f64, T)> {
@@ -90,7 +96,7 @@ fn series(family: &Family) -> Vec<Series> {
                     count,
                 } => sorted_last_wins(quantiles)
                     .iter()
-                    .flat_map(|(q, v)| [bits(*q), bits(*v)])
+                    .flat_map(|(q, v)| [bound_bits(*q), bits(*v)])
                     .chain([bits(*sum), *count])
                     .collect(),
                 Value::Histogram {
@@ -105,7 +111,7 @@ fn series(family: &Family) -> Vec<Series> {
                     }
                     buckets
                         .iter()
-                        .flat_map(|(le, c)| [bits(*le), *c])
+                        .flat_map(|(le, c)| [bound_bits(*le), *c])
                         .chain([bits(*sum), *count])
                         .collect()
                 }
