@@ -535,13 +535,25 @@ mod tests {
         }
     }
 
-    /// Counts its runs; writes `test_runs`.
-    struct Counting(std::sync::atomic::AtomicU64);
+    /// Counts its runs; writes the count as the family it was given.
+    struct Counting {
+        family: &'static str,
+        runs: std::sync::atomic::AtomicU64,
+    }
+
+    impl Counting {
+        fn writing(family: &'static str) -> Arc<Self> {
+            Arc::new(Self {
+                family,
+                runs: Default::default(),
+            })
+        }
+    }
 
     impl Collector for Counting {
         fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
-            let n = self.0.fetch_add(1, Ordering::AcqRel) + 1;
-            out.gauge("test_runs", "Runs.", &[], n as f64);
+            let n = self.runs.fetch_add(1, Ordering::AcqRel) + 1;
+            out.gauge(self.family, "Runs.", &[], n as f64);
             Ok(())
         }
     }
@@ -567,7 +579,7 @@ mod tests {
         let scheduled = (0..2)
             .map(|index| Scheduled {
                 index,
-                collector: Arc::new(Counting(Default::default())),
+                collector: Counting::writing("test_runs"),
                 interval: Duration::from_secs(2),
                 timeout: Duration::from_secs(1),
             })
@@ -642,15 +654,7 @@ mod tests {
     /// `loadavg` writing `node_load1`, which a rule reads with the pace given.
     fn paced(pace: Duration) -> (Arc<Snapshot>, Vec<Scheduled>, FastSet) {
         let (snapshot, mut scheduled, mut fast) = two_speeds();
-        struct Load(std::sync::atomic::AtomicU64);
-        impl Collector for Load {
-            fn collect(&self, out: &mut MetricSink) -> Result<(), CollectError> {
-                let n = self.0.fetch_add(1, Ordering::AcqRel) + 1;
-                out.gauge("node_load1", "Load.", &[], n as f64);
-                Ok(())
-            }
-        }
-        scheduled[0].collector = Arc::new(Load(Default::default()));
+        scheduled[0].collector = Counting::writing("node_load1");
         fast.families = [("node_load1".to_string(), pace)].into();
         (snapshot, scheduled, fast)
     }

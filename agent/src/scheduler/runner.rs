@@ -241,16 +241,18 @@ mod tests {
     async fn a_run_given_up_before_it_started_never_runs() {
         let runner = Runner::new();
         let (release, hang) = mpsc::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let first = runner.clone();
         let stuck = tokio::spawn(async move {
             first
                 .run(Duration::from_secs(30), move || {
+                    let _ = started_tx.send(());
                     let _ = hang.recv();
                 })
                 .await
         });
-        // Let the stuck run start first.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The stuck run holds the drain before the next one is queued.
+        started.await.expect("the stuck run started");
         let ran = Arc::new(AtomicUsize::new(0));
         let ran_by = ran.clone();
         let behind = runner.run(Duration::from_millis(50), move || {
