@@ -13,6 +13,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MAX_AARCH64_AGENT_BYTES=$((6 * 1024 * 1024))
+# The agent's hot-code layout (agent/build.rs, agent/hot-code.txt) must have found the
+# functions it lists on this target: they are over 1 MiB on x86_64.
+MIN_AGENT_HOT_CODE_BYTES=$((512 * 1024))
 # Debian bookworm and Raspberry Pi OS bookworm ship glibc 2.36: the oldest we support.
 MAX_GLIBC=2.36
 DEFAULT_TARGETS=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
@@ -94,6 +97,13 @@ for t in "${TARGETS[@]}"; do
   done
 done
 
+# Size in bytes of section $3 of binary $2 (0 when absent), by the cross readelf $1.
+section_bytes() {
+  local size
+  size=$(nw_chroot_run "$1-readelf" -SW "$2" | awk -v name="$3" '{ sub(/^ *\[ *[0-9]+\] */, "") } $1 == name { print $5 }')
+  echo $((16#${size:-0}))
+}
+
 echo
 echo "=== cross builds, $linking (total $(nw_elapsed "$t0"))"
 failed=0
@@ -114,6 +124,14 @@ for t in "${TARGETS[@]}"; do
     if [[ $t == aarch64-unknown-linux-gnu && $bin == nodewatch-agent ]] && ((bytes > MAX_AARCH64_AGENT_BYTES)); then
       echo "error: stripped aarch64 agent is $bytes bytes ($mb MiB), over the limit of $MAX_AARCH64_AGENT_BYTES bytes ($((MAX_AARCH64_AGENT_BYTES / 1048576)) MiB)" >&2
       failed=1
+    fi
+    if [[ $bin == nodewatch-agent ]]; then
+      hot=$(section_bytes "$prefix" "$out" .text.hot)
+      echo "    hot code:    $((hot / 1024)) KiB laid out first, of $(((hot + $(section_bytes "$prefix" "$out" .text)) / 1024)) KiB"
+      if ((hot < MIN_AGENT_HOT_CODE_BYTES)); then
+        echo "error: the agent for $t has $hot bytes in .text.hot, under $MIN_AGENT_HOT_CODE_BYTES: agent/hot-code.txt matched too little on this target" >&2
+        failed=1
+      fi
     fi
     if ((!static)); then
       if [[ -z $glibc ]]; then

@@ -234,6 +234,16 @@ check "every collector but pi succeeds under the hardened unit" \
   bash -c "curl -fsS --max-time 5 http://127.0.0.1:$metrics_port/api/health/detailed |
     jq -e '[.collectors | to_entries[] | select(.value.ok != true) | .key] - [\"pi\"] | if length == 0 then true else (tostring | halt_error) end'"
 check "SSH host keys generated on the node" ssh_pi test -s /etc/ssh/ssh_host_ed25519_key.pub
+# A figure, not a check: the agent's resident memory on the image's own kernel, by
+# mapping (docs/benchmarks.md, "Hot-code layout").
+# shellcheck disable=SC2016  # expanded on the node
+agent_memory=$(ssh_pi 'uname -r; sudo awk -f - "/proc/$(systemctl show -p MainPID --value nodewatch-agent)/smaps"' <<'AWK' 2>&1 | paste -sd' ' - || true
+/^[0-9a-f]+-[0-9a-f]+ / { m = ($6 ~ /nodewatch-agent$/) ? "binary" : (($6 ~ /^\//) ? "libraries" : "anonymous") }
+/^Rss:/ { kb[m] += $2; total += $2 }
+END { printf "RSS %d KB: its binary %d, shared libraries %d, heap, stacks and other anonymous %d\n", total, kb["binary"], kb["libraries"], kb["anonymous"] }
+AWK
+)
+nw_log "agent memory on the image, kernel $agent_memory"
 # Port 9100 held by another program: the service fails once, clearly, and does not loop.
 squat=$(ssh_pi 'sudo systemctl stop nodewatch-agent &&
   (sudo setsid nodewatch-agent --config /dev/null --collector.disable-defaults --web.listen-address=:9100 >/dev/null 2>&1 &) &&

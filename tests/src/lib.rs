@@ -451,16 +451,21 @@ pub fn promtool_test_rules(test_file: &Path) -> Result<(bool, String)> {
     promtool(dir, &["test", "rules", name])
 }
 
+/// The host's target triple (`rustc -vV`).
+pub fn host_target() -> Result<String> {
+    let output = std::process::Command::new("rustc").arg("-vV").output()?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .context("rustc -vV printed no host")
+}
+
 /// Builds the agent as it ships (profile `dist`, `--target <host>`, glibc linked
 /// dynamically, the binary the amd64 package is made from) and returns its path; with
 /// `static_glibc`, links glibc statically into a target directory of its own, so it
 /// never replaces the shipped binary. The benchmarks measure these builds.
 pub fn build_dist_agent(static_glibc: bool) -> Result<PathBuf> {
-    let output = std::process::Command::new("rustc").arg("-vV").output()?;
-    let host = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
-        .context("rustc -vV printed no host")?;
+    let host = host_target()?;
     let linking = if static_glibc { "static" } else { "dynamic" };
     eprintln!("building the agent (profile dist, {linking} glibc, {host})…");
     let rustflags_var = format!(
