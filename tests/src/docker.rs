@@ -137,6 +137,22 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Runs the builder stub as container `block-builder` on the host network, its
+    /// health check on `health_port`, reporting `version`; `extra` goes before the image
+    /// (`--restart`, `--health-cmd`…). Returns the container ID.
+    pub fn run_builder_stub(
+        &self,
+        health_port: u16,
+        version: &str,
+        extra: &[&str],
+    ) -> Result<String> {
+        let port = health_port.to_string();
+        let mut args = vec!["run", "-d", "--name", "block-builder", "--network", "host"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[STUB_IMAGE, &port, version]);
+        self.docker(&args)
+    }
+
     /// Stops dockerd (SIGTERM, then SIGKILL after 20 s) and unmounts what it leaves
     /// mounted; the state stays for [`Dockerd::restart`].
     pub fn stop(&mut self) {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodewatch_tests::docker::{Dockerd, STUB_IMAGE};
+use nodewatch_tests::docker::Dockerd;
 use nodewatch_tests::{Agent, free_port, get_text, parse_samples, wait_until, workspace_root};
 
 const NODE: &str = "test-node";
@@ -95,11 +95,9 @@ fn expect(agent: &Agent, what: &str, timeout: Duration, wanted: &[(&str, Option<
 }
 
 fn run_stub(dockerd: &Dockerd, port: u16, extra: &[&str]) -> String {
-    let port = port.to_string();
-    let mut args = vec!["run", "-d", "--name", "block-builder", "--network", "host"];
-    args.extend_from_slice(extra);
-    args.extend_from_slice(&[STUB_IMAGE, &port, "0.1.0-test"]);
-    dockerd.docker(&args).expect("docker run")
+    dockerd
+        .run_builder_stub(port, "0.1.0-test", extra)
+        .expect("docker run")
 }
 
 fn stub_control(port: u16, path: &str) {

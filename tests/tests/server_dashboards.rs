@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{agent_fixture_args, strs};
-use nodewatch_tests::docker::{Dockerd, STUB_IMAGE};
+use nodewatch_tests::docker::Dockerd;
 use nodewatch_tests::evm::{Anvil, WalletExporter, address_word, exporter_binary, word};
 use nodewatch_tests::server::{SiteConfig, server_dir};
 use nodewatch_tests::{Agent, Prometheus, fixture, free_port, get_text, wait_until};
@@ -228,17 +228,7 @@ fn every_panel_query_returns_data() {
     dockerd.import_builder_stub().expect("import stub");
     let health_port = free_port();
     dockerd
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "block-builder",
-            "--network",
-            "host",
-            STUB_IMAGE,
-            &health_port.to_string(),
-            "0.1.0-test",
-        ])
+        .run_builder_stub(health_port, "0.1.0-test", &[])
         .expect("docker run");
     let builder = builder_agent(dir, &dockerd, health_port);
     let pi = Agent::start(&strs(&agent_fixture_args(

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::Signal;
-use nodewatch_tests::docker::{Dockerd, STUB_IMAGE};
+use nodewatch_tests::docker::Dockerd;
 use nodewatch_tests::{Child, free_port, get_text, http, program, wait_until, workspace_root};
 
 const HEADER: &str = "\
@@ -248,18 +248,7 @@ fn profile_builder_node(
         profiled.visit_pages()?;
         match step {
             1 => {
-                let port = stub_port.to_string();
-                dockerd.docker(&[
-                    "run",
-                    "-d",
-                    "--name",
-                    "block-builder",
-                    "--network",
-                    "host",
-                    STUB_IMAGE,
-                    &port,
-                    "0.1.0-profile",
-                ])?;
+                dockerd.run_builder_stub(stub_port, "0.1.0-profile", &[])?;
             }
             5 => {
                 dockerd.docker(&["stop", "-t", "2", "block-builder"])?;
