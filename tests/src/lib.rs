@@ -460,14 +460,23 @@ pub fn host_target() -> Result<String> {
         .context("rustc -vV printed no host")
 }
 
-/// Builds the agent as it ships (profile `dist`, `--target <host>`, glibc linked
-/// dynamically, the binary the amd64 package is made from) and returns its path; with
-/// `static_glibc`, links glibc statically into a target directory of its own, so it
-/// never replaces the shipped binary. The benchmarks measure these builds.
-pub fn build_dist_agent(static_glibc: bool) -> Result<PathBuf> {
+/// Which build of the agent as it ships (profile `dist`, `--target <host>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistBuild {
+    /// glibc linked dynamically: the binary the amd64 package is made from.
+    Shipped,
+    /// glibc linked statically, to compare (docs/packages.md).
+    StaticGlibc,
+    /// The shipped build with its symbols kept, for `profile-hot-code`.
+    WithSymbols,
+}
+
+/// Builds the agent as it ships and returns its path. The variants other than
+/// [`DistBuild::Shipped`] go into target directories of their own, so they never replace
+/// the shipped binary. The benchmarks and the hot-code profiler use these builds.
+pub fn build_dist_agent(variant: DistBuild) -> Result<PathBuf> {
     let host = host_target()?;
-    let linking = if static_glibc { "static" } else { "dynamic" };
-    eprintln!("building the agent (profile dist, {linking} glibc, {host})…");
+    eprintln!("building the agent (profile dist, {variant:?}, {host})…");
     let rustflags_var = format!(
         "CARGO_TARGET_{}_RUSTFLAGS",
         host.to_uppercase().replace('-', "_")
@@ -475,17 +484,20 @@ pub fn build_dist_agent(static_glibc: bool) -> Result<PathBuf> {
     let workspace_target: PathBuf = std::env::var("CARGO_TARGET_DIR")
         .map(Into::into)
         .unwrap_or_else(|_| workspace_root().join("target"));
-    let target = if static_glibc {
-        workspace_target.join("bench-static")
-    } else {
-        workspace_target
+    let target = match variant {
+        DistBuild::Shipped => workspace_target,
+        DistBuild::StaticGlibc => workspace_target.join("bench-static"),
+        DistBuild::WithSymbols => workspace_target.join("hot-code-profile"),
     };
     let mut build =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    if static_glibc {
+    if variant == DistBuild::StaticGlibc {
         build.env(&rustflags_var, "-C target-feature=+crt-static");
     } else {
         build.env_remove(&rustflags_var);
+    }
+    if variant == DistBuild::WithSymbols {
+        build.env("CARGO_PROFILE_DIST_STRIP", "false");
     }
     let status = build
         .env("CARGO_TARGET_DIR", &target)

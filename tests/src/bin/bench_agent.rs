@@ -16,7 +16,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use nodewatch_tests::{Agent, NodeExporter, http, parse_samples};
+use nodewatch_tests::{Agent, DistBuild, NodeExporter, http, parse_samples};
 
 struct Figures {
     body_bytes: usize,
@@ -121,7 +121,11 @@ fn main() -> Result<()> {
     // dynamically, as image/debs.sh builds the amd64 package (the same binary, one build).
     // NODEWATCH_BENCH_STATIC=1 links glibc statically instead, to compare (docs/packages.md).
     let static_glibc = std::env::var_os("NODEWATCH_BENCH_STATIC").is_some_and(|v| v == "1");
-    let shipped = nodewatch_tests::build_dist_agent(static_glibc)?;
+    let shipped = nodewatch_tests::build_dist_agent(if static_glibc {
+        DistBuild::StaticGlibc
+    } else {
+        DistBuild::Shipped
+    })?;
     let plain = build_plain_dist_agent()?;
     let linking = if static_glibc { "static" } else { "dynamic" };
     let sizes = [

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use nodewatch_tests::tls::Pki;
-use nodewatch_tests::{Agent, NodeExporter};
+use nodewatch_tests::{Agent, DistBuild, NodeExporter};
 
 #[derive(Debug, Default)]
 struct Tally {
@@ -123,7 +123,7 @@ fn load(url: &str, ca_pem: Option<&[u8]>, scrapers: usize, duration: Duration) -
 fn agent_binary() -> Result<std::path::PathBuf> {
     match std::env::var("NODEWATCH_AGENT_BIN") {
         Ok(path) => Ok(path.into()),
-        Err(_) => nodewatch_tests::build_dist_agent(false),
+        Err(_) => nodewatch_tests::build_dist_agent(DistBuild::Shipped),
     }
 }
 

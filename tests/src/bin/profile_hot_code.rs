@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use nix::sys::signal::Signal;
 use nodewatch_tests::docker::Dockerd;
-use nodewatch_tests::{Child, free_port, get_text, http, program, wait_until, workspace_root};
+use nodewatch_tests::{
+    Child, DistBuild, build_dist_agent, free_port, get_text, http, program, wait_until,
+    workspace_root,
+};
 
 const HEADER: &str = "\
 # Functions a running agent executes: agent/build.rs links them together at the front of
@@ -50,7 +53,7 @@ fn main() -> Result<()> {
         i += 2;
     }
     let valgrind = program("valgrind", "valgrind")?;
-    let binary = build_with_symbols()?;
+    let binary = build_dist_agent(DistBuild::WithSymbols)?;
     let work = tempfile::tempdir()?;
     eprintln!(
         "profiling the agent on built-in defaults for {} s…",
@@ -83,27 +86,6 @@ fn main() -> Result<()> {
         out.display()
     );
     Ok(())
-}
-
-/// `cargo build --profile dist` for the host, symbols kept, in a target directory of its
-/// own (so the shipped, stripped build is never replaced).
-fn build_with_symbols() -> Result<PathBuf> {
-    let host = nodewatch_tests::host_target()?;
-    let workspace_target: PathBuf = std::env::var("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|_| workspace_root().join("target"));
-    let target = workspace_target.join("hot-code-profile");
-    eprintln!("building the agent (profile dist, symbols kept)…");
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .env("CARGO_TARGET_DIR", &target)
-            .env("CARGO_PROFILE_DIST_STRIP", "false")
-            .current_dir(workspace_root())
-            .args(["build", "--profile", "dist", "--target", &host, "--quiet"])
-            .args(["-p", "nodewatch-agent", "--bin", "nodewatch-agent"])
-            .status()?;
-    ensure!(status.success(), "cargo build failed");
-    Ok(target.join(&host).join("dist/nodewatch-agent"))
 }
 
 /// The agent under callgrind, answering on `base`.
